@@ -1,0 +1,17 @@
+"""Schedules: serve the prune flow as a deployment with a cron schedule on a Prefect server."""
+
+from __future__ import annotations
+
+import os
+
+from flows.prune import prune
+
+
+def serve_prune(*, name: str, cron: str, params_file: str, overrides: list[str]) -> None:
+    """Register the deployment `prune/<name>` and execute its runs here until interrupted."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise SystemExit(
+            "PREFECT_API_URL is not set: start a server with `prefect server start --host 127.0.0.1` "
+            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    prune.serve(name=name, cron=cron, parameters={"params_file": os.path.abspath(params_file), "overrides": overrides})

@@ -1,0 +1,385 @@
+"""The four stages as Prefect tasks, plus the functions that submit them; the logic lives in `unseen`.
+
+Tasks pass file paths, never tensors, so any task runner (threads, processes, Dask) can carry them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+
+from unseen import reports
+from unseen.config import STAGE_PARAMS, Params
+from unseen.data import ImageDataset, load_dataset
+from unseen.io import atomic_path
+from unseen.models import PixelClassifier, save_model
+from unseen.scores import FoldOutputs, score_fold, stratified_folds, unseen_scores
+from unseen.selection import budget_for, mmd, random_subset, select_coreset
+from unseen.tables import (
+    CORESET,
+    FEATURES,
+    FOLD_OUTPUTS,
+    SCORES,
+    finite_or_raise,
+    list_column,
+    positions_of,
+    read_table,
+    table_meta,
+    write_table,
+)
+from unseen.training import accuracy, pick_device, predict_logits, train_model
+from tasks.tracking import Tracker, git_commit
+
+_DATA_LOCK = threading.Lock()
+
+
+@dataclass
+class StageReport:
+    """What one stage did: its outputs, wall time, and the seconds spent in library compute."""
+
+    name: str
+    outputs: list[str]
+    wall_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_dataset(params_json: str, seed: int) -> ImageDataset:
+    from unseen.config import DataParams
+
+    return load_dataset(DataParams.model_validate_json(params_json), seed)
+
+
+def dataset_for(params: Params) -> ImageDataset:
+    """Load the data set once per process, whichever task asks first."""
+    with _DATA_LOCK:
+        return _cached_dataset(params.data.model_dump_json(), params.seed)
+
+
+def stage_hash(params: Params, stage: str) -> str:
+    return params.section_hash(*STAGE_PARAMS[stage])
+
+
+def file_md5(path: str | Path) -> str:
+    """The MD5 of a file's bytes: the hash DVC 3 records for a file output."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _with_retries(params: Params, fn):
+    return fn.with_options(retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds)
+
+
+def _epoch_logger(tracker: Tracker, run_id: str, label: str, total: int):
+    logger = get_run_logger()
+
+    def on_epoch(epoch: int, *rest) -> None:
+        stats = rest[-1]
+        tracker.log_metrics(run_id, stats, step=epoch)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch_seconds")
+        logger.info(f"{label} epoch {epoch}/{total}  {shown}  ({stats['epoch_seconds']:.1f} s)")
+
+    return on_epoch
+
+
+# ---- features ---------------------------------------------------------------------------------
+
+
+@task(name="features", cache_policy=NO_CACHE, tags=["gpu"])
+def features_task(params: Params, tracker: Tracker) -> float:
+    dataset = dataset_for(params)
+    run_id = tracker.child("features", stage="features")
+    started = time.perf_counter()
+    on_epoch = _epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
+    from unseen.features import extract_features
+
+    train, test = extract_features(dataset, params.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
+    compute = time.perf_counter() - started
+    path = params.output("features.parquet")
+    write_table(
+        FEATURES,
+        {
+            "sample_id": np.concatenate([dataset.train.sample_ids, dataset.test.sample_ids]),
+            "split": np.array(["train"] * len(train) + ["test"] * len(test)),
+            "label": np.concatenate([dataset.train.labels.numpy(), dataset.test.labels.numpy()]),
+            "embedding": np.concatenate([train, test]),
+        },
+        path,
+        params_hash=stage_hash(params, "features"),
+        data_fingerprint=dataset.fingerprint,
+        extractor=params.features.extractor,
+    )
+    tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute})
+    tracker.finish(run_id)
+    return compute
+
+
+def features_stage(params: Params, tracker: Tracker) -> StageReport:
+    compute = _with_retries(params, features_task)(params, tracker)
+    return StageReport("features", [str(params.output("features.parquet"))], compute_seconds=compute)
+
+
+# ---- scores -----------------------------------------------------------------------------------
+
+
+def fold_cache_path(params: Params, dataset: ImageDataset, fold: int) -> Path:
+    """A finished fold's outputs, keyed by the params and data that made them, so reruns skip it."""
+    key = f"{stage_hash(params, 'scores')}-{dataset.fingerprint}"
+    return params.output("cache", "folds", key, f"fold_{fold}.parquet")
+
+
+@task(name="score-fold", cache_policy=NO_CACHE, tags=["gpu"])
+def score_fold_task(params: Params, tracker: Tracker, fold: int) -> tuple[str, float]:
+    logger = get_run_logger()
+    dataset = dataset_for(params)
+    path = fold_cache_path(params, dataset, fold)
+    if path.is_file():
+        logger.info(f"[scores] fold {fold + 1}/{params.scoring.folds} already scored: {path}")
+        return str(path), 0.0
+    run_id = tracker.child(f"scores/fold-{fold}", stage="scores", fold=str(fold))
+    started = time.perf_counter()
+    fold_of = stratified_folds(dataset.train.labels.numpy(), params.scoring.folds, params.seed)
+    label = f"[scores] fold {fold + 1}/{params.scoring.folds}"
+    on_epoch = _epoch_logger(tracker, run_id, label, params.scoring.recipe.epochs)
+    outputs = score_fold(dataset, fold_of, fold, params.scoring, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
+    compute = time.perf_counter() - started
+    epochs, n, classes = outputs.probs.shape
+    write_table(
+        FOLD_OUTPUTS,
+        {
+            "sample_id": outputs.sample_ids,
+            "label": outputs.labels,
+            "fold": np.full(n, fold),
+            "probs": outputs.probs.transpose(1, 0, 2).reshape(n, epochs * classes),
+        },
+        path,
+        params_hash=stage_hash(params, "scores"),
+        data_fingerprint=dataset.fingerprint,
+        epochs=str(epochs),
+        classes=str(classes),
+        trained_on=str(len(outputs.train_sample_ids)),
+    )
+    tracker.log_metrics(run_id, {"compute_seconds": compute, "trained_on": len(outputs.train_sample_ids), "held_out": n})
+    tracker.finish(run_id)
+    return str(path), compute
+
+
+def _read_fold(params: Params, dataset: ImageDataset, path: str) -> FoldOutputs:
+    table = read_table(FOLD_OUTPUTS, path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "scores"))
+    meta = table_meta(table)
+    epochs, classes = int(meta["epochs"]), int(meta["classes"])
+    probs = list_column(table, "probs").reshape(len(table), epochs, classes).transpose(1, 0, 2)
+    return FoldOutputs(
+        fold=int(table.column("fold")[0].as_py()),
+        sample_ids=table.column("sample_id").to_numpy(),
+        labels=table.column("label").to_numpy().astype(np.int64),
+        probs=probs,
+        train_sample_ids=np.empty(0, dtype=np.int64),
+    )
+
+
+@task(name="combine-scores", cache_policy=NO_CACHE)
+def combine_scores_task(params: Params, tracker: Tracker, fold_paths: list[str]) -> float:
+    dataset = dataset_for(params)
+    started = time.perf_counter()
+    columns = unseen_scores([_read_fold(params, dataset, p) for p in fold_paths], params.scoring.score_epochs)
+    compute = time.perf_counter() - started
+    path = params.output("scores.parquet")
+    write_table(SCORES, columns, path, params_hash=stage_hash(params, "scores"), data_fingerprint=dataset.fingerprint)
+    plot = reports.score_histogram(columns["el2n_unseen"], "held-out EL2N", params.output("plots", "scores.png"))
+    tracker.log_artifact(tracker.run_id, path, "tables")
+    tracker.log_artifact(tracker.run_id, plot, "plots")
+    tracker.log_metrics(tracker.run_id, reports.spread(columns["el2n_unseen"], prefix="el2n_unseen_"))
+    return compute
+
+
+def scores_stage(params: Params, tracker: Tracker) -> StageReport:
+    folds = _with_retries(params, score_fold_task).map(unmapped(params), unmapped(tracker), range(params.scoring.folds))
+    results = folds.result()
+    compute = _with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
+    return StageReport("scores", [str(params.output("scores.parquet"))], compute_seconds=compute + sum(c for _, c in results))
+
+
+# ---- select -----------------------------------------------------------------------------------
+
+
+def _train_embeddings(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train sample_ids, train embeddings, test embeddings) from the features table, checked against this run."""
+    path = params.output("features.parquet")
+    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "features"))
+    split = table.column("split").to_numpy(zero_copy_only=False)
+    ids = table.column("sample_id").to_numpy()
+    embedding = list_column(table, "embedding")
+    finite_or_raise(path, "embedding", embedding, ids)
+    train = split == "train"
+    return ids[train], embedding[train], embedding[~train]
+
+
+@task(name="select", cache_policy=NO_CACHE)
+def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, float]]:
+    dataset = dataset_for(params)
+    train_ids, train_embedding, test_embedding = _train_embeddings(params, dataset)
+    scores_path = params.output("scores.parquet")
+    scores = read_table(SCORES, scores_path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "scores"))
+    score_ids = scores.column("sample_id").to_numpy()
+    values = scores.column(params.select.score).to_numpy()
+    finite_or_raise(scores_path, params.select.score, values, score_ids)
+    features = train_embedding[positions_of(train_ids, score_ids, f"{params.output('features.parquet')} (train rows)")]
+    labels = scores.column("label").to_numpy().astype(np.int64)
+    budget = budget_for(len(score_ids), params.select.prune_ratio)
+
+    started = time.perf_counter()
+    coreset = select_coreset(
+        values,
+        features,
+        labels,
+        budget,
+        num_classes=dataset.num_classes,
+        hard_cutoff=params.select.hard_cutoff,
+        score_bins=params.select.score_bins,
+        fourier_dim=params.select.fourier_features,
+        seed=params.seed,
+    )
+    random_selected = random_subset(labels, np.bincount(labels[coreset.selected], minlength=dataset.num_classes), params.seed)
+    compute = time.perf_counter() - started
+
+    path = params.output("coreset.parquet")
+    write_table(
+        CORESET,
+        {
+            "sample_id": score_ids,
+            "label": labels,
+            "selected": coreset.selected,
+            "random_selected": random_selected,
+            "score": values,
+            "cut_as_hardest": coreset.cut_as_hardest,
+            "score_bin": coreset.score_bin,
+            "bin_quota": coreset.bin_quota,
+            "class_budget": coreset.class_budget,
+            "selection_rank": coreset.selection_rank,
+            "class_mmd_after": np.ma.masked_invalid(coreset.class_mmd_after),
+        },
+        path,
+        params_hash=stage_hash(params, "select"),
+        data_fingerprint=dataset.fingerprint,
+        score_column=params.select.score,
+    )
+    metrics = {
+        "coreset_size": int(coreset.selected.sum()),
+        "mmd_to_train_coreset": mmd(features[coreset.selected], features, seed=params.seed),
+        "mmd_to_train_random": mmd(features[random_selected], features, seed=params.seed),
+        "mmd_to_test_coreset": mmd(features[coreset.selected], test_embedding, seed=params.seed),
+        "mmd_to_test_random": mmd(features[random_selected], test_embedding, seed=params.seed),
+    }
+    tracker.log_metrics(tracker.run_id, {**metrics, "select_compute_seconds": compute})
+    tracker.log_artifact(tracker.run_id, path, "tables")
+    return compute, metrics
+
+
+def select_stage(params: Params, tracker: Tracker) -> StageReport:
+    compute, metrics = _with_retries(params, select_task)(params, tracker)
+    return StageReport("select", [str(params.output("coreset.parquet"))], compute_seconds=compute, metrics=metrics)
+
+
+# ---- retrain ----------------------------------------------------------------------------------
+
+
+def _register(params: Params, tracker: Tracker, run_id: str, model: PixelClassifier, dataset: ImageDataset) -> str:
+    """Log the coreset model with mlflow.pytorch (pt2, no pickle) and register it, tagged with its lineage."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = dataset.test.images[:4].float().numpy()
+    with torch.inference_mode():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    with tracker.active(run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+            registered_model_name=params.tracking.registered_model,
+        )
+    client = tracker.client
+    version = str(info.registered_model_version)
+    tags = {"git_commit": git_commit(), "data_fingerprint": dataset.fingerprint}
+    for table in ("features", "scores", "coreset"):
+        tags[f"dvc_md5.{table}"] = file_md5(params.output(f"{table}.parquet"))
+    for key, value in tags.items():
+        client.set_model_version_tag(params.tracking.registered_model, version, key, value)
+    client.set_registered_model_alias(params.tracking.registered_model, "current", version)
+    return version
+
+
+@task(name="retrain", cache_policy=NO_CACHE, tags=["gpu"])
+def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, float]:
+    """Train the target model from scratch on the coreset ('coreset') or on the same-size random subset ('random')."""
+    dataset = dataset_for(params)
+    table = read_table(CORESET, params.output("coreset.parquet"), data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "select"))
+    chosen = table.column("selected" if subset == "coreset" else "random_selected").to_numpy(zero_copy_only=False)
+    sample_ids = table.column("sample_id").to_numpy()[chosen]
+    run_id = tracker.child(f"retrain/{subset}", stage="retrain", subset=subset)
+    recipe = params.retrain.recipe
+    started = time.perf_counter()
+    on_epoch = _epoch_logger(tracker, run_id, f"[retrain] {subset}", recipe.epochs)
+    model = train_model(dataset, dataset.train.take(positions_of(dataset.train.sample_ids, sample_ids, 'the train split')), recipe, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
+    test_accuracy = accuracy(predict_logits(model, dataset, dataset.test.images, batch_size=params.retrain.batch_size_eval), dataset.test.labels)
+    compute = time.perf_counter() - started
+    tracker.log_metrics(run_id, {"test_accuracy": test_accuracy, "train_size": len(sample_ids), "compute_seconds": compute})
+    result = {"test_accuracy": test_accuracy, "train_size": float(len(sample_ids)), "compute_seconds": compute}
+    if subset == "coreset":
+        model = model.cpu()
+        save_model(
+            params.output("model.pt"), model, model_name=recipe.model, classes=dataset.classes, image_shape=dataset.image_shape,
+            mean=dataset.mean, std=dataset.std, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "retrain"),
+        )
+        result["model_version"] = float(_register(params, tracker, run_id, PixelClassifier(model, dataset.mean, dataset.std).eval(), dataset))
+    tracker.finish(run_id)
+    return result
+
+
+def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
+    coreset, random = _with_retries(params, retrain_task).map(unmapped(params), unmapped(tracker), ["coreset", "random"]).result()
+    metrics = {
+        "prune_ratio": params.select.prune_ratio,
+        "train_size": len(dataset_for(params).train),
+        "coreset_size": int(coreset["train_size"]),
+        "test_accuracy_coreset": round(coreset["test_accuracy"], 6),
+        "test_accuracy_random": round(random["test_accuracy"], 6),
+    }
+    with atomic_path(params.output("metrics.json")) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tracker.log_metrics(tracker.run_id, {k: v for k, v in metrics.items()})
+    tracker.log_artifact(tracker.run_id, params.output("metrics.json"))
+    outputs = [str(params.output("model.pt")), str(params.output("metrics.json"))]
+    metrics["model_version"] = coreset["model_version"]
+    return StageReport("retrain", outputs, compute_seconds=coreset["compute_seconds"] + random["compute_seconds"], metrics=metrics)
+
+
+STAGES = {"features": features_stage, "scores": scores_stage, "select": select_stage, "retrain": retrain_stage}
+
+
+def run_stage(name: str, params: Params, tracker: Tracker) -> StageReport:
+    """Run one stage's tasks to completion and time it."""
+    get_run_logger().info(f"[{name}] starting")
+    started = time.perf_counter()
+    report = STAGES[name](params, tracker)
+    report.wall_seconds = time.perf_counter() - started
+    get_run_logger().info(f"[{name}] done in {report.wall_seconds:.1f} s -> {', '.join(report.outputs)}")
+    return report

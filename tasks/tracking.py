@@ -1,0 +1,90 @@
+"""MLflow tracking: one parent run per pipeline run, a child run per scoring fold and per trained model.
+
+Every call names its run id explicitly (MlflowClient), because MLflow's active run is thread-local
+and tasks run on worker threads or other processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from unseen.config import Params
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        flat.update(_flatten(value, f"{name}.") if isinstance(value, dict) else {name: str(value)})
+    return flat
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """Where a pipeline run is tracked; small and picklable, so it can travel to any task runner."""
+
+    uri: str
+    experiment_id: str
+    run_id: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+    def child(self, name: str, **tags: str) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: self.run_id, **tags})
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+
+    def log_params(self, run_id: str, params: dict[str, object]) -> None:
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def finish(self, run_id: str, failed: bool = False) -> None:
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    @contextlib.contextmanager
+    def active(self, run_id: str) -> Iterator[None]:
+        """Make `run_id` the active run on this thread, for fluent APIs such as mlflow.pytorch.log_model."""
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            yield
+
+
+@contextlib.contextmanager
+def pipeline_run(params: Params, name: str) -> Iterator[Tracker]:
+    """Open the parent run of one pipeline (or single-stage) run; marks it FAILED if the block raises."""
+    client = MlflowClient(params.tracking.uri)
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(params.tracking.experiment)
+    run = client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), "stage": name})
+    tracker = Tracker(params.tracking.uri, experiment_id, run.info.run_id)
+    tracker.log_params(run.info.run_id, _flatten(params.model_dump(mode="json")))
+    try:
+        yield tracker
+    except BaseException:
+        tracker.finish(tracker.run_id, failed=True)
+        raise
+    tracker.finish(tracker.run_id)

@@ -1,0 +1,260 @@
+"""unseen.config: params files and --set overrides are read into one validated Params, or refused with a ParamsError
+that names the dotted key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unseen.config import Params, ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, tree: dict | str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(tree if isinstance(tree, str) else yaml.safe_dump(tree))
+    return path
+
+
+def error_for(tmp_path: Path, tree: dict | str, overrides: tuple[str, ...] = ()) -> str:
+    """The ParamsError message for a params file that must be refused."""
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, tree), overrides)
+    return str(info.value)
+
+
+def assert_names_key(message: str, dotted: str) -> None:
+    """The message has a line `  <dotted>: ...` (so `select.prune_ratio` is not matched by `select.prune_ratio_x`)."""
+    assert re.search(rf"^\s*{re.escape(dotted)}:", message, flags=re.MULTILINE), message
+
+
+# --------------------------------------------------------------------------- the committed file
+
+
+def test_committed_params_yaml_loads_every_value():
+    """The committed params.yaml validates, and every value written in it reaches Params unchanged."""
+    path = REPO / "params.yaml"
+    tree = yaml.safe_load(path.read_text())
+    loaded = load_params(path)
+
+    assert tree["select"]["prune_ratio"] == 0.5
+    assert loaded.select.prune_ratio == tree["select"]["prune_ratio"]
+
+    dumped = loaded.model_dump(mode="json")
+
+    def compare(written: dict, got: dict, where: str) -> None:
+        for key, value in written.items():
+            if isinstance(value, dict):
+                compare(value, got[key], f"{where}{key}.")
+            else:
+                assert got[key] == value, f"{where}{key}"
+
+    compare(tree, dumped, "")
+
+
+def test_empty_file_gives_the_defaults(tmp_path):
+    """An empty params file is all defaults (and not an error)."""
+    assert load_params(write(tmp_path, "")) == Params()
+
+
+# --------------------------------------------------------------------------- unknown keys and wrong types
+
+
+@pytest.mark.parametrize(
+    ("tree", "dotted"),
+    [
+        ({"sede": 1}, "sede"),
+        ({"select": {"prune_rato": 0.5}}, "select.prune_rato"),
+        ({"scoring": {"recipe": {"epoch": 3}}}, "scoring.recipe.epoch"),
+    ],
+)
+def test_unknown_key_is_named(tmp_path, tree, dotted):
+    """A misspelt key is an error (not silently ignored), at any depth, named by its dotted path."""
+    message = error_for(tmp_path, tree)
+    assert_names_key(message, dotted)
+    assert "unknown key" in message
+
+
+@pytest.mark.parametrize(
+    ("tree", "dotted"),
+    [
+        ({"scoring": {"folds": "two"}}, "scoring.folds"),
+        ({"data": {"download": "maybe"}}, "data.download"),
+        ({"select": {"prune_ratio": [0.5]}}, "select.prune_ratio"),
+    ],
+)
+def test_wrong_type_is_named(tmp_path, tree, dotted):
+    """A value of the wrong type names its key, and is not reported as an unknown key."""
+    message = error_for(tmp_path, tree)
+    assert_names_key(message, dotted)
+    assert "unknown key" not in message
+
+
+@pytest.mark.parametrize("ratio", [0, 1, 1.5, -0.1])
+def test_prune_ratio_must_be_strictly_between_0_and_1(tmp_path, ratio):
+    """Pruning nothing or everything is not a run; the error names select.prune_ratio."""
+    assert_names_key(error_for(tmp_path, {"select": {"prune_ratio": ratio}}), "select.prune_ratio")
+
+
+@pytest.mark.parametrize("ratio", [0.01, 0.5, 0.99])
+def test_prune_ratio_inside_the_range_is_accepted(tmp_path, ratio):
+    assert load_params(write(tmp_path, {"select": {"prune_ratio": ratio}})).select.prune_ratio == ratio
+
+
+def test_one_fold_is_refused(tmp_path):
+    """Held-out scoring needs at least two folds."""
+    assert_names_key(error_for(tmp_path, {"scoring": {"folds": 1}}), "scoring.folds")
+
+
+@pytest.mark.parametrize(
+    ("scoring", "ok"),
+    [
+        ({"recipe": {"epochs": 4}, "score_epochs": [1, 4]}, True),
+        ({"recipe": {"epochs": 4}, "score_epochs": [3, 3]}, True),
+        ({"recipe": {"epochs": 4}, "score_epochs": [0, 2]}, False),
+        ({"recipe": {"epochs": 4}, "score_epochs": [1, 5]}, False),
+        ({"recipe": {"epochs": 4}, "score_epochs": [3, 2]}, False),
+        ({"recipe": {"epochs": 4}}, False),  # the default window (2, 10) does not fit 4 epochs
+    ],
+)
+def test_score_window_must_lie_inside_training(tmp_path, scoring, ok):
+    """score_epochs is a 1-based inclusive window with 1 <= first <= last <= recipe.epochs."""
+    path = write(tmp_path, {"scoring": scoring})
+    if ok:
+        assert list(load_params(path).scoring.score_epochs) == scoring["score_epochs"]
+    else:
+        with pytest.raises(ParamsError, match="score_epochs"):
+            load_params(path)
+
+
+def test_unknown_extractor_lists_the_valid_ones(tmp_path):
+    """A wrong extractor name says which names work."""
+    message = error_for(tmp_path, {"features": {"extractor": "resnet18"}})
+    assert_names_key(message, "features.extractor")
+    for valid in ("proxy", "pixels", "pretrained:"):
+        assert valid in message
+
+
+@pytest.mark.parametrize("extractor", ["proxy", "pixels", "pretrained:resnet18"])
+def test_known_extractors_are_accepted(tmp_path, extractor):
+    assert load_params(write(tmp_path, {"features": {"extractor": extractor}})).features.extractor == extractor
+
+
+def test_pretrained_needs_a_model_name(tmp_path):
+    """`pretrained:` alone names no model."""
+    assert_names_key(error_for(tmp_path, {"features": {"extractor": "pretrained:"}}), "features.extractor")
+
+
+@pytest.mark.parametrize(
+    ("tree", "dotted"),
+    [
+        ({"data": {"name": "mnist"}}, "data.name"),
+        ({"scoring": {"recipe": {"model": "vgg16"}}}, "scoring.recipe.model"),
+        ({"features": {"proxy": {"model": "resnet50"}}}, "features.proxy.model"),
+        ({"retrain": {"recipe": {"model": "ResNet18"}}}, "retrain.recipe.model"),
+    ],
+)
+def test_unknown_data_set_or_model_is_named(tmp_path, tree, dotted):
+    """Only the supported data sets and models are accepted, and the error names where the bad one is."""
+    assert_names_key(error_for(tmp_path, tree), dotted)
+
+
+@pytest.mark.parametrize("text", ["select: [unclosed", "- just\n- a list\n"])
+def test_bad_yaml_or_non_mapping_is_a_params_error(tmp_path, text):
+    """Broken YAML and a top level that is not a mapping are ParamsErrors naming the file."""
+    path = write(tmp_path, text)
+    with pytest.raises(ParamsError, match=re.escape(str(path))):
+        load_params(path)
+
+
+def test_missing_params_file_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere" / "params.yaml"
+    with pytest.raises(ParamsError, match=re.escape(str(missing))):
+        load_params(missing)
+
+
+# --------------------------------------------------------------------------- --set overrides
+
+
+@pytest.fixture
+def base_file(tmp_path) -> Path:
+    return write(tmp_path, {"select": {"prune_ratio": 0.5}, "scoring": {"recipe": {"epochs": 4}, "score_epochs": [1, 4]}})
+
+
+def test_override_float(base_file):
+    """--set select.prune_ratio=0.7 replaces the file's 0.5 with the float 0.7."""
+    loaded = load_params(base_file, ["select.prune_ratio=0.7"])
+    assert isinstance(loaded.select.prune_ratio, float)
+    assert loaded.select.prune_ratio == 0.7
+
+
+def test_override_value_is_parsed_as_yaml_list(base_file):
+    """--set scoring.score_epochs=[1,2]: the value is YAML, so a list (a plain string would not validate)."""
+    assert load_params(base_file, ["scoring.score_epochs=[1,2]"]).scoring.score_epochs == (1, 2)
+
+
+def test_overrides_apply_in_order_and_create_sections(base_file):
+    """Later overrides win, and a section absent from the file is created."""
+    loaded = load_params(base_file, ["select.prune_ratio=0.6", "select.prune_ratio=0.8", "data.train_subset=200", " seed =3"])
+    assert loaded.select.prune_ratio == 0.8
+    assert loaded.data.train_subset == 200
+    assert loaded.seed == 3
+
+
+def test_override_does_not_touch_the_file(base_file):
+    before = base_file.read_text()
+    load_params(base_file, ["select.prune_ratio=0.7"])
+    assert base_file.read_text() == before
+
+
+def test_override_is_validated_like_the_file(base_file):
+    """An override goes through the same validation: an out-of-range value or misspelt key is refused."""
+    with pytest.raises(ParamsError) as info:
+        load_params(base_file, ["select.prune_ratio=1.5"])
+    assert_names_key(str(info.value), "select.prune_ratio")
+    with pytest.raises(ParamsError) as info:
+        load_params(base_file, ["select.prune_rato=0.7"])
+    assert_names_key(str(info.value), "select.prune_rato")
+    assert "unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["select.prune_ratio", "=0.7", ""])
+def test_override_without_key_and_value_is_refused(base_file, override):
+    """KEY=VALUE is required; the error shows the expected form."""
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        load_params(base_file, [override])
+
+
+def test_override_below_a_value_is_refused(base_file):
+    """prune_ratio is a value, not a section: --set select.prune_ratio.x=1 says so instead of crashing."""
+    with pytest.raises(ParamsError, match="'prune_ratio' is a value"):
+        load_params(base_file, ["select.prune_ratio.x=1"])
+    with pytest.raises(ParamsError) as info:  # seed is not in the file: refused by validation, still named
+        load_params(base_file, ["seed.x=1"])
+    assert_names_key(str(info.value), "seed")
+
+
+# --------------------------------------------------------------------------- section_hash
+
+
+def test_section_hash_tracks_only_the_named_sections(base_file):
+    """A stage's cache key changes with its own sections only: prune_ratio moves the select hash, not the scoring one."""
+    a = load_params(base_file)
+    b = load_params(base_file, ["select.prune_ratio=0.7"])
+
+    assert a.section_hash("select") != b.section_hash("select")
+    assert a.section_hash("seed", "data", "select") != b.section_hash("seed", "data", "select")
+    assert a.section_hash("scoring") == b.section_hash("scoring")
+    assert a.section_hash("seed", "data", "scoring") == b.section_hash("seed", "data", "scoring")
+
+
+def test_section_hash_is_stable_and_order_free(base_file):
+    """Equal params hash equally across loads, whatever order the sections are named in."""
+    a, b = load_params(base_file), load_params(base_file)
+    assert a.section_hash("data", "select") == b.section_hash("select", "data")
+    assert re.fullmatch(r"[0-9a-f]{16}", a.section_hash("select"))
+    assert a.section_hash("select") != a.section_hash("scoring")

@@ -1,0 +1,76 @@
+"""The real Prefect flow end to end on 2,000 Fashion-MNIST samples, with a real MLflow SQLite store."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tests.conftest import tiny_params, write_params
+from unseen.tables import CORESET, FEATURES, SCORES, read_table
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, fashion_root, prefect_api):
+    from flows.prune import prune
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    params_file = write_params(tmp / "params.yaml", tiny_params(tmp, fashion_root))
+    return tmp, params_file, prune(params_file=str(params_file))
+
+
+def test_tables_have_their_schemas_and_row_counts(pipeline_run):
+    tmp, _, result = pipeline_run
+    outputs = tmp / "outputs"
+    features = read_table(FEATURES, outputs / "features.parquet")
+    assert len(features) == 2500 and (np.asarray(features.column("split")) == "train").sum() == 2000
+    scores = read_table(SCORES, outputs / "scores.parquet")
+    assert len(scores) == 2000 and set(np.asarray(scores.column("fold"))) == {0, 1}
+    assert np.isfinite(scores.column("el2n_unseen").to_numpy()).all()
+    coreset = read_table(CORESET, outputs / "coreset.parquet")
+    assert len(coreset) == 2000
+    assert coreset.column("selected").to_numpy(zero_copy_only=False).sum() == 1000
+    assert coreset.column("random_selected").to_numpy(zero_copy_only=False).sum() == 1000
+    metrics = json.loads((outputs / "metrics.json").read_text())
+    assert metrics["coreset_size"] == 1000 and metrics["train_size"] == 2000
+    assert 0.1 < metrics["test_accuracy_coreset"] <= 1 and 0.1 < metrics["test_accuracy_random"] <= 1
+    assert [report.name for report in result["stages"]] == ["features", "scores", "select", "retrain"]
+
+
+def test_mlflow_has_parent_children_and_registered_model(pipeline_run):
+    import mlflow
+    from mlflow import MlflowClient
+
+    tmp, _, result = pipeline_run
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent = client.get_run(result["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["select.prune_ratio"] == "0.5"
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
+    names = sorted(run.info.run_name for run in children)
+    assert names == ["features", "retrain/coreset", "retrain/random", "scores/fold-0", "scores/fold-1"]
+    fold_run = next(run for run in children if run.info.run_name == "scores/fold-0")
+    assert len(client.get_metric_history(fold_run.info.run_id, "heldout_accuracy")) == 2  # one point per epoch
+
+    version = client.get_model_version_by_alias("tiny-coreset-model", "current")
+    assert set(version.tags) >= {"git_commit", "data_fingerprint", "dvc_md5.features", "dvc_md5.scores", "dvc_md5.coreset"}
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model("models:/tiny-coreset-model@current")
+    pixels = torch.rand(7, 1, 28, 28) * 255
+    assert model(pixels).shape == (7, 10)  # loads without pickle, any batch size
+
+
+def test_same_params_give_the_same_coreset_and_cached_folds_are_reused(pipeline_run, fashion_root):
+    from flows.prune import prune
+
+    tmp, _, first = pipeline_run
+    again = tmp / "again"
+    again.mkdir()
+    second = prune(params_file=str(write_params(again / "params.yaml", tiny_params(again, fashion_root))))
+    for table in ("scores.parquet", "coreset.parquet"):
+        assert pq.read_table(tmp / "outputs" / table).equals(pq.read_table(again / "outputs" / table))
+    rerun = prune(params_file=str(tmp / "params.yaml"))
+    scores_report = next(report for report in rerun["stages"] if report.name == "scores")
+    assert scores_report.compute_seconds < 1.0  # both folds came from the per-fold cache
+    assert pq.read_table(tmp / "outputs" / "scores.parquet").equals(pq.read_table(again / "outputs" / "scores.parquet"))

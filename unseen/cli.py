@@ -1,0 +1,126 @@
+"""Command line: `unseen run`, `unseen stage NAME`, `unseen schedule`; flows are imported only when needed."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unseen.config import STAGES, ParamsError, load_params
+
+STARTED = time.perf_counter()
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="UNSEEN dataset pruning: scores from models that never saw the sample.")
+console = Console()
+errors = Console(stderr=True)
+
+ParamsOption = Annotated[str, typer.Option("--params", "-p", help="params file")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set select.prune_ratio=0.7 (repeatable)")]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from unseen.data import DataError
+    from unseen.features import FeatureError
+    from unseen.tables import TableError
+
+    return (ParamsError, DataError, TableError, FeatureError)
+
+
+def _fail(exc: Exception) -> None:
+    errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+def _flow_with_runner(flow, params):
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=params.orchestration.max_workers))
+
+
+def _print_summary(result: dict, wall: float) -> None:
+    params = result["params"]
+    table = Table(title="stages", show_edge=False)
+    for column in ("stage", "wall s", "compute s", "outputs"):
+        table.add_column(column)
+    for report in result["stages"]:
+        table.add_row(report.name, f"{report.wall_seconds:.1f}", f"{report.compute_seconds:.1f}", ", ".join(report.outputs))
+    console.print(table)
+    metrics = {k: v for report in result["stages"] for k, v in report.metrics.items()}
+    if "test_accuracy_coreset" in metrics:
+        console.print(
+            f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})\n"
+            f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}\n"
+            f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}\n"
+            f"registered model: {params.tracking.registered_model} version {int(metrics['model_version'])} (alias @current)"
+        )
+    compute = sum(report.compute_seconds for report in result["stages"])
+    console.print(
+        f"wall time {wall:.1f} s (process), stages' own compute {compute:.1f} s, "
+        f"orchestration and tracking {wall - compute:.1f} s ({100 * (wall - compute) / max(wall, 1e-9):.1f}%)"
+    )
+    if "lineage" in result:
+        console.print(f"DVC lineage: {result['lineage']}")
+    console.print(f"MLflow run id: {result['run_id']}")
+    console.print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri} --host 127.0.0.1 --port 5000")
+
+
+@app.command()
+def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) -> None:
+    """Run the whole pipeline (features, scores, select, retrain) as one Prefect flow."""
+    overrides = overrides or []
+    try:
+        params = load_params(params_file, overrides)
+        from flows.prune import prune
+
+        result = _flow_with_runner(prune, params)(params_file=params_file, overrides=overrides)
+    except _user_errors() as exc:
+        _fail(exc)
+    _print_summary(result, time.perf_counter() - STARTED)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
+    params_file: ParamsOption = "params.yaml",
+    overrides: SetOption = None,
+) -> None:
+    """Run one stage as its own Prefect flow (what `dvc repro` calls)."""
+    overrides = overrides or []
+    if name not in STAGES:
+        _fail(ParamsError(f"unknown stage {name!r}; use one of: {', '.join(STAGES)}"))
+    try:
+        params = load_params(params_file, overrides)
+        from flows.prune import stage as stage_flow
+
+        result = _flow_with_runner(stage_flow, params)(name=name, params_file=params_file, overrides=overrides)
+    except _user_errors() as exc:
+        _fail(exc)
+    _print_summary(result, time.perf_counter() - STARTED)
+
+
+@app.command()
+def schedule(
+    cron: Annotated[str, typer.Option(help='cron expression, e.g. "0 3 * * *"')] = "0 3 * * *",
+    name: Annotated[str, typer.Option(help="deployment name")] = "nightly",
+    params_file: ParamsOption = "params.yaml",
+    overrides: SetOption = None,
+) -> None:
+    """Serve the prune flow on a cron schedule against the Prefect server at PREFECT_API_URL (runs until stopped)."""
+    overrides = overrides or []
+    try:
+        load_params(params_file, overrides)
+    except ParamsError as exc:
+        _fail(exc)
+    from flows.schedule import serve_prune
+
+    serve_prune(name=name, cron=cron, params_file=params_file, overrides=overrides)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Every knob of the pipeline, read from one params.yaml into one typed, validated object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STAGES = ("features", "scores", "select", "retrain")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+MODELS = ("small_cnn", "mlp", "resnet18")
+
+
+class ParamsError(ValueError):
+    """A params file or override that cannot be used; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainRecipe(_Section):
+    """How one model is trained: shared by the proxy, the scoring models and the retrained model."""
+
+    model: Literal["small_cnn", "mlp", "resnet18"] = "small_cnn"
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: Literal["none", "crop_flip"] = "none"
+
+
+class DataParams(_Section):
+    name: Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder"] = "fashion-mnist"
+    root: str = "data"
+    download: bool = True
+    verify_checksums: bool = True
+    train_subset: int | None = Field(None, ge=10)
+    test_subset: int | None = Field(None, ge=10)
+
+
+class FeaturesParams(_Section):
+    extractor: str = "proxy"
+    proxy: TrainRecipe = TrainRecipe(epochs=2)
+    pca_components: int = Field(64, ge=1)
+    batch_size: int = Field(512, ge=1)
+
+    @field_validator("extractor")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        if value in ("proxy", "pixels") or (value.startswith("pretrained:") and len(value) > 11):
+            return value
+        raise ValueError(f"unknown extractor {value!r}; use one of: proxy, pixels, pretrained:<torchvision model name>")
+
+
+class ScoringParams(_Section):
+    folds: int = Field(2, ge=2)
+    recipe: TrainRecipe = TrainRecipe(epochs=10)
+    score_epochs: tuple[int, int] = (2, 10)
+    batch_size: int = Field(1024, ge=1)
+
+    @model_validator(mode="after")
+    def _window_inside_training(self) -> "ScoringParams":
+        first, last = self.score_epochs
+        if not 1 <= first <= last <= self.recipe.epochs:
+            raise ValueError(
+                f"score_epochs {list(self.score_epochs)} must satisfy 1 <= first <= last <= recipe.epochs ({self.recipe.epochs})"
+            )
+        return self
+
+
+class SelectParams(_Section):
+    prune_ratio: float = Field(0.5, gt=0, lt=1)
+    score: Literal["el2n_unseen"] = "el2n_unseen"
+    hard_cutoff: float = Field(0.0, ge=0, lt=1)
+    score_bins: int = Field(50, ge=1)
+    fourier_features: int = Field(256, ge=8)
+
+
+class RetrainParams(_Section):
+    recipe: TrainRecipe = TrainRecipe(epochs=10)
+    batch_size_eval: int = Field(1024, ge=1)
+
+
+class OrchestrationParams(_Section):
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(5, ge=0)
+    max_workers: int = Field(1, ge=1)
+
+
+class TrackingParams(_Section):
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "unseen"
+    registered_model: str = "unseen-coreset-model"
+
+
+class Params(_Section):
+    seed: int = 0
+    outputs: str = "outputs"
+    data: DataParams = DataParams()
+    features: FeaturesParams = FeaturesParams()
+    scoring: ScoringParams = ScoringParams()
+    select: SelectParams = SelectParams()
+    retrain: RetrainParams = RetrainParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
+    tracking: TrackingParams = TrackingParams()
+
+    def output(self, *parts: str) -> Path:
+        """A path under the outputs folder."""
+        return Path(self.outputs, *parts)
+
+    def section_hash(self, *sections: str) -> str:
+        """Short hash of the named top-level sections: what a stage's output depends on."""
+        dumped = self.model_dump(mode="json")
+        payload = json.dumps({name: dumped[name] for name in sorted(sections)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "features": ("seed", "data", "features"),
+    "scores": ("seed", "data", "scoring"),
+    "select": ("seed", "data", "select"),
+    "retrain": ("seed", "data", "select", "retrain"),
+}
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"--set {dotted}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid params"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key, remove it or check its spelling" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read a params file and apply `key.sub=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found; pass --params FILE or run from the project folder")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections")
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {override!r}: expected KEY=VALUE, e.g. --set select.prune_ratio=0.7")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise ParamsError(_format_validation_error(str(path), exc)) from None

@@ -1,0 +1,100 @@
+"""Embeddings of every train and test sample, from the extractor named in params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from torch import nn
+from torchvision import models as tv_models
+
+from unseen.config import FeaturesParams
+from unseen.data import ImageDataset
+from unseen.training import EpochCallback, pick_device, predict_logits, train_model
+
+
+class FeatureError(RuntimeError):
+    """A feature extractor that cannot be built here; the message says how to make it available."""
+
+
+def pixel_features(dataset: ImageDataset, components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened pixels in [0, 1], reduced by a PCA fitted on the train split."""
+    train = dataset.train.images.flatten(1).numpy().astype(np.float32) / 255.0
+    test = dataset.test.images.flatten(1).numpy().astype(np.float32) / 255.0
+    pca = PCA(n_components=min(components, *train.shape), svd_solver="randomized", random_state=seed).fit(train)
+    return pca.transform(train).astype(np.float32), pca.transform(test).astype(np.float32)
+
+
+def proxy_features(
+    dataset: ImageDataset, params: FeaturesParams, seed: int, device: torch.device, on_epoch: EpochCallback | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate-layer embeddings of a small model trained on the train split for a few epochs."""
+    model = train_model(dataset, dataset.train, params.proxy, seed=seed, device=device, on_epoch=on_epoch)
+    return tuple(  # type: ignore[return-value]
+        predict_logits(model, dataset, split.images, batch_size=params.batch_size, embed=True).numpy()
+        for split in (dataset.train, dataset.test)
+    )
+
+
+def _drop_classifier(model: nn.Module) -> nn.Module:
+    """Replace the last Linear layer (the classifier of every torchvision classification model) by Identity."""
+    name = [n for n, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+    *parents, leaf = name.split(".")
+    parent = model.get_submodule(".".join(parents)) if parents else model
+    setattr(parent, leaf, nn.Identity())
+    return model
+
+
+def load_pretrained(model_name: str) -> tuple[nn.Module, object]:
+    """A torchvision classification model with its default weights, from torch's cache or a download."""
+    try:
+        weights = tv_models.get_model_weights(model_name).DEFAULT
+    except (ValueError, KeyError):
+        names = ", ".join(tv_models.list_models(module=tv_models))
+        raise FeatureError(f"features.extractor: unknown torchvision model {model_name!r}; choose one of: {names}") from None
+    try:
+        model = tv_models.get_model(model_name, weights=weights)
+    except Exception as exc:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise FeatureError(
+            f"features.extractor=pretrained:{model_name}: cannot get the weights ({type(exc).__name__}: {exc}). "
+            f"Download {weights.url} to {cached} on a machine with network access, or use features.extractor=proxy"
+        ) from None
+    return _drop_classifier(model).eval(), weights.transforms()
+
+
+@torch.inference_mode()
+def pretrained_features(dataset: ImageDataset, model_name: str, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings from an ImageNet-pretrained torchvision model, with the preprocessing its weights expect."""
+    model, preprocess = load_pretrained(model_name)
+    model = model.to(device)
+    outputs = []
+    for split in (dataset.train, dataset.test):
+        chunks = []
+        for start in range(0, len(split), batch_size):
+            images = split.images[start : start + batch_size]
+            if images.shape[1] == 1:
+                images = images.expand(-1, 3, -1, -1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                chunks.append(model(preprocess(images.to(device))).float().cpu())
+        outputs.append(torch.cat(chunks).flatten(1).numpy())
+    return outputs[0], outputs[1]
+
+
+def extract_features(
+    dataset: ImageDataset,
+    params: FeaturesParams,
+    *,
+    seed: int,
+    device: torch.device | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) float32 embeddings, one row per sample in split order."""
+    device = device or pick_device()
+    if params.extractor == "pixels":
+        return pixel_features(dataset, params.pca_components, seed)
+    if params.extractor == "proxy":
+        return proxy_features(dataset, params, seed, device, on_epoch)
+    return pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device)

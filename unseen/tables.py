@@ -1,0 +1,162 @@
+"""The pipeline's Parquet tables: one schema each, keyed by sample_id, stamped with params hash and data fingerprint."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unseen.io import atomic_path
+
+SCHEMA_VERSION = "1"
+
+
+class TableError(ValueError):
+    """A table that cannot be used as input; the message names the file and the mismatch."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    extra_columns: str | None = None  # regex for further float32 columns (more scores fit without a new version)
+
+
+FEATURES = TableSpec(
+    "features",
+    pa.schema([("sample_id", pa.int64()), ("split", pa.string()), ("label", pa.int16()), ("embedding", pa.list_(pa.float32()))]),
+)
+SCORES = TableSpec(
+    "scores",
+    pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("fold", pa.int16())]),
+    extra_columns=r"[a-z0-9_]+_(unseen|seen)(_std)?",
+)
+FOLD_OUTPUTS = TableSpec(
+    "fold_outputs",
+    pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("fold", pa.int16()), ("probs", pa.list_(pa.float32()))]),
+)
+CORESET = TableSpec(
+    "coreset",
+    pa.schema(
+        [
+            ("sample_id", pa.int64()),
+            ("label", pa.int16()),
+            ("selected", pa.bool_()),
+            ("random_selected", pa.bool_()),
+            ("score", pa.float32()),
+            ("cut_as_hardest", pa.bool_()),
+            ("score_bin", pa.int16()),
+            ("bin_quota", pa.int32()),
+            ("class_budget", pa.int32()),
+            ("selection_rank", pa.int32()),
+            ("class_mmd_after", pa.float32()),
+        ]
+    ),
+)
+
+
+def _columns_for(spec: TableSpec, columns: dict[str, np.ndarray]) -> pa.Table:
+    fields = list(spec.schema)
+    extra = [name for name in columns if name not in spec.schema.names]
+    for name in extra:
+        if spec.extra_columns is None or not re.fullmatch(spec.extra_columns, name):
+            raise TableError(f"{spec.name}: column {name!r} is not part of the schema")
+        fields.append(pa.field(name, pa.float32()))
+    arrays = []
+    for field in fields:
+        values = columns[field.name]
+        if pa.types.is_list(field.type):
+            matrix = np.ascontiguousarray(values, dtype=np.float32)
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1]).cast(field.type))
+        elif isinstance(values, np.ma.MaskedArray):  # masked entries are "not applicable": stored as nulls
+            arrays.append(pa.array(values.filled(0), type=field.type, mask=np.ma.getmaskarray(values)))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def write_table(
+    spec: TableSpec, columns: dict[str, np.ndarray], path: str | Path, *, params_hash: str, data_fingerprint: str, **extra_meta: str
+) -> Path:
+    """Write `columns` under `spec`'s schema to `path` atomically, with provenance in the metadata."""
+    table = _columns_for(spec, columns)
+    ids = table.column("sample_id").to_numpy()
+    split = table.column("split").to_numpy(zero_copy_only=False) if "split" in table.column_names else np.zeros(len(ids))
+    keys = np.rec.fromarrays([split.astype(str), ids])
+    if len(np.unique(keys)) != len(keys):
+        raise TableError(f"{spec.name}: duplicate sample_ids, refusing to write {path}")
+    metadata = {
+        "unseen.table": spec.name,
+        "unseen.schema_version": SCHEMA_VERSION,
+        "unseen.params_hash": params_hash,
+        "unseen.data_fingerprint": data_fingerprint,
+        **{f"unseen.{key}": str(value) for key, value in extra_meta.items()},
+    }
+    table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_table(spec: TableSpec, path: str | Path, *, data_fingerprint: str | None = None, params_hash: str | None = None) -> pa.Table:
+    """Read a table and check that it is the named kind, of this schema version, from this data (and params)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: table not found; run the stage that writes it first")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise TableError(f"{path}: not a readable Parquet file ({exc}); delete it and rerun its stage") from None
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if meta.get("unseen.table") != spec.name:
+        raise TableError(f"{path}: this is a {meta.get('unseen.table', 'foreign')!r} table, expected {spec.name!r}")
+    if meta.get("unseen.schema_version") != SCHEMA_VERSION:
+        raise TableError(
+            f"{path}: schema version {meta.get('unseen.schema_version')!r}, this code reads version {SCHEMA_VERSION}; rerun its stage"
+        )
+    for field in spec.schema:
+        if field.name not in table.column_names or not table.schema.field(field.name).type.equals(field.type):
+            raise TableError(f"{path}: column {field.name!r} missing or of the wrong type; rerun its stage")
+    if data_fingerprint is not None and meta.get("unseen.data_fingerprint") != data_fingerprint:
+        raise TableError(
+            f"{path}: made from other data (fingerprint {meta.get('unseen.data_fingerprint')}, current data {data_fingerprint}); rerun its stage"
+        )
+    if params_hash is not None and meta.get("unseen.params_hash") != params_hash:
+        raise TableError(f"{path}: made with other params (hash {meta.get('unseen.params_hash')}, expected {params_hash}); rerun its stage")
+    return table
+
+
+def table_meta(table: pa.Table) -> dict[str, str]:
+    return {k.decode().removeprefix("unseen."): v.decode() for k, v in (table.schema.metadata or {}).items()}
+
+
+def list_column(table: pa.Table, name: str) -> np.ndarray:
+    """A fixed-length list column as a 2-D float32 array."""
+    column = table.column(name).combine_chunks()
+    width = len(column[0]) if len(column) else 0
+    return column.flatten().to_numpy().reshape(len(column), width).astype(np.float32, copy=False)
+
+
+def finite_or_raise(path: str | Path, name: str, values: np.ndarray, sample_ids: np.ndarray) -> None:
+    """Refuse NaN or inf values, naming how many and the first sample."""
+    bad = ~np.isfinite(values)
+    if bad.ndim > 1:
+        bad = bad.any(axis=tuple(range(1, bad.ndim)))
+    if bad.any():
+        first = int(sample_ids[np.flatnonzero(bad)[0]])
+        raise TableError(f"{path}: {int(bad.sum())} rows of {name!r} hold NaN or inf, first at sample_id {first}; rerun its stage")
+
+
+def positions_of(available: np.ndarray, wanted: np.ndarray, where: str) -> np.ndarray:
+    """Positions in `available` of each sample_id in `wanted`; names the first missing one."""
+    order = np.argsort(available, kind="stable")
+    found = np.searchsorted(available[order], wanted)
+    found = np.minimum(found, len(available) - 1)
+    missing = available[order][found] != wanted if len(available) else np.ones(len(wanted), dtype=bool)
+    if missing.any():
+        raise TableError(f"{where}: {int(missing.sum())} sample_ids are missing, first {int(wanted[np.flatnonzero(missing)[0]])}")
+    return order[found]

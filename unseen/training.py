@@ -1,0 +1,128 @@
+"""One training loop and one batched inference loop, on CUDA when there is one and on the CPU otherwise."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from unseen.config import TrainRecipe
+from unseen.data import ImageDataset, Split
+from unseen.models import Classifier, build_model
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def for_dataset(cls, dataset: ImageDataset, device: torch.device) -> "Normalizer":
+        shape = (1, -1, 1, 1)
+        return cls(torch.tensor(dataset.mean, device=device).view(shape), torch.tensor(dataset.std, device=device).view(shape))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
+def crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Per-sample random crop (zero padding) and horizontal flip, the standard CIFAR augmentation."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator).to(images.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1)
+    rows = (torch.arange(h, device=images.device).view(1, h, 1) + dy).expand(n, h, w)
+    cols = torch.arange(w, device=images.device).view(1, 1, w).expand(n, h, w)
+    cols = torch.where(flip, w - 1 - cols, cols) + dx
+    batch = torch.arange(n, device=images.device).view(n, 1, 1).expand(n, h, w)
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+EpochCallback = Callable[[int, Classifier, dict[str, float]], None]
+
+
+def train_model(
+    dataset: ImageDataset,
+    split: Split,
+    recipe: TrainRecipe,
+    *,
+    seed: int,
+    device: torch.device | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> Classifier:
+    """Train `recipe.model` from scratch on `split`; `on_epoch(epoch, model, stats)` runs after every epoch (1-based)."""
+    device = device or pick_device()
+    model = build_model(recipe.model, dataset.num_classes, dataset.image_shape, seed).to(device)
+    normalize = Normalizer.for_dataset(dataset, device)
+    images, labels = split.images.to(device), split.labels.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(recipe.batch_size, len(split))
+    steps_per_epoch = math.ceil(len(split) / batch_size)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15, anneal_strategy="linear"
+    )
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        started, loss_sum, correct = time.perf_counter(), torch.zeros((), device=device), torch.zeros((), device=device)
+        order = torch.randperm(len(split), generator=generator).to(device)
+        for step in range(steps_per_epoch):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            x = images[batch]
+            if recipe.augment == "crop_flip":
+                x = crop_flip(x, generator)
+            with _autocast(device):
+                logits = model(normalize(x))
+                loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(batch)
+            correct += (logits.argmax(1) == labels[batch]).sum()
+        if on_epoch is not None:
+            stats = {
+                "train_loss": float(loss_sum) / len(split),
+                "train_accuracy": float(correct) / len(split),
+                "epoch_seconds": time.perf_counter() - started,
+            }
+            on_epoch(epoch, model, stats)
+    return model.eval()
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: Classifier, dataset: ImageDataset, images: torch.Tensor, *, batch_size: int = 1024, embed: bool = False
+) -> torch.Tensor:
+    """Logits (or embeddings) for uint8 images, batched, float32 on the CPU; the model is left as it was."""
+    device = next(model.parameters()).device
+    normalize = Normalizer.for_dataset(dataset, device)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
+        with _autocast(device):
+            out = model.embed(x) if embed else model(x)
+        outputs.append(out.float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels.to(logits.device)).float().mean())
