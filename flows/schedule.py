@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 
+from prefect.settings import get_current_settings
+
 from flows.prune import prune
 
 
 def serve_prune(*, name: str, cron: str, params_file: str, overrides: list[str]) -> None:
-    """Register the deployment `prune/<name>` and execute its runs here until interrupted."""
-    if not os.environ.get("PREFECT_API_URL"):
+    """Register the deployment `prune/<name>` and execute its runs here until interrupted.
+
+    Runs execute in this working directory (relative paths in params resolve here) with the flow's
+    default task runner; the cron schedule is in UTC.
+    """
+    if not get_current_settings().api.url:
         raise SystemExit(
             "PREFECT_API_URL is not set: start a server with `prefect server start --host 127.0.0.1` "
             "and export PREFECT_API_URL=http://127.0.0.1:4200/api"

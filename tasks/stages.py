@@ -19,8 +19,9 @@ from prefect import get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from unseen import reports
-from unseen.config import STAGE_PARAMS, Params
+from unseen.config import STAGE_PARAMS, DataParams, Params
 from unseen.data import ImageDataset, load_dataset
+from unseen.features import extract_features
 from unseen.io import atomic_path
 from unseen.models import PixelClassifier, save_model
 from unseen.scores import FoldOutputs, score_fold, stratified_folds, unseen_scores
@@ -55,16 +56,14 @@ class StageReport:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_dataset(params_json: str, seed: int) -> ImageDataset:
-    from unseen.config import DataParams
-
-    return load_dataset(DataParams.model_validate_json(params_json), seed)
+def _cached_dataset(data: DataParams, seed: int) -> ImageDataset:
+    return load_dataset(data, seed)
 
 
 def dataset_for(params: Params) -> ImageDataset:
     """Load the data set once per process, whichever task asks first."""
     with _DATA_LOCK:
-        return _cached_dataset(params.data.model_dump_json(), params.seed)
+        return _cached_dataset(params.data, params.seed)
 
 
 def stage_hash(params: Params, stage: str) -> str:
@@ -101,12 +100,10 @@ def _epoch_logger(tracker: Tracker, run_id: str, label: str, total: int):
 
 @task(name="features", cache_policy=NO_CACHE, tags=["gpu"])
 def features_task(params: Params, tracker: Tracker) -> float:
+    started = time.perf_counter()
     dataset = dataset_for(params)
     run_id = tracker.child("features", stage="features")
-    started = time.perf_counter()
     on_epoch = _epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
-    from unseen.features import extract_features
-
     train, test = extract_features(dataset, params.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
     compute = time.perf_counter() - started
     path = params.output("features.parquet")
@@ -145,13 +142,13 @@ def fold_cache_path(params: Params, dataset: ImageDataset, fold: int) -> Path:
 @task(name="score-fold", cache_policy=NO_CACHE, tags=["gpu"])
 def score_fold_task(params: Params, tracker: Tracker, fold: int) -> tuple[str, float]:
     logger = get_run_logger()
+    started = time.perf_counter()
     dataset = dataset_for(params)
     path = fold_cache_path(params, dataset, fold)
     if path.is_file():
         logger.info(f"[scores] fold {fold + 1}/{params.scoring.folds} already scored: {path}")
         return str(path), 0.0
     run_id = tracker.child(f"scores/fold-{fold}", stage="scores", fold=str(fold))
-    started = time.perf_counter()
     fold_of = stratified_folds(dataset.train.labels.numpy(), params.scoring.folds, params.seed)
     label = f"[scores] fold {fold + 1}/{params.scoring.folds}"
     on_epoch = _epoch_logger(tracker, run_id, label, params.scoring.recipe.epochs)

@@ -1,0 +1,59 @@
+"""Time the default pipeline run (`unseen run` with params.yaml as committed) and record where the time goes.
+
+Writes benchmarks/results/default_run.json: process wall time, each stage's wall and compute seconds,
+the orchestration + tracking overhead (wall minus the stages' own compute), both test accuracies, and
+the machine that produced them. Usage: .venv/bin/python benchmarks/default_run.py [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, object]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "unknown")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def main() -> None:
+    overrides = sys.argv[1:]
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("unseen")), "run", *overrides], cwd=REPO, check=True)
+    wall = time.perf_counter() - started
+    report = json.loads((REPO / "outputs" / "run_report.json").read_text())
+    metrics = json.loads((REPO / "outputs" / "metrics.json").read_text())
+    compute = sum(stage["compute_seconds"] for stage in report["stages"])
+    result = {
+        "command": " ".join(["python benchmarks/default_run.py", *overrides]),
+        "machine": machine(),
+        "wall_seconds": round(wall, 1),
+        "stage_compute_seconds": round(compute, 1),
+        "overhead_seconds": round(wall - compute, 1),
+        "overhead_fraction": round((wall - compute) / wall, 4),
+        "stages": {s["name"]: {"wall_seconds": round(s["wall_seconds"], 1), "compute_seconds": round(s["compute_seconds"], 1)} for s in report["stages"]},
+        "metrics": metrics,
+        "mlflow_run_id": report["run_id"],
+    }
+    out = REPO / "benchmarks" / "results" / "default_run.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Feature extractors: proxy, pixels and pretrained torchvision models (weights from torch's cache, never the network)."""
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from torchvision import models as tv_models
+
+from unseen.config import DataParams, FeaturesParams, TrainRecipe
+from unseen.data import load_dataset
+from unseen.features import FeatureError, extract_features, load_pretrained
+
+
+@pytest.fixture(scope="module")
+def tiny(fashion_root):
+    return load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=200, test_subset=50))
+
+
+def test_proxy_features_are_penultimate_embeddings(tiny):
+    params = FeaturesParams(extractor="proxy", proxy=TrainRecipe(epochs=1))
+    train, test = extract_features(tiny, params, seed=0, device=torch.device("cpu"))
+    assert train.shape == (200, 128) and test.shape == (50, 128)
+    assert train.dtype == np.float32 and np.isfinite(train).all() and train.std() > 0
+
+
+def test_pixel_features_are_pca_of_the_train_split(tiny):
+    train, test = extract_features(tiny, FeaturesParams(extractor="pixels", pca_components=16), seed=0)
+    assert train.shape == (200, 16) and test.shape == (50, 16)
+    np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)  # PCA centres on the train split
+    assert train[:, 0].var() >= train[:, 15].var()  # components ordered by explained variance
+
+
+def test_pretrained_features_use_cached_weights(tiny, tmp_path, monkeypatch):
+    """Weights placed in torch's cache (as a download would leave them) are used without any network access."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = tv_models.get_model_weights("resnet18").DEFAULT
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(tv_models.get_model("resnet18").state_dict(), cache / weights.url.rsplit("/", 1)[1])
+    small = type(tiny)(tiny.name, tiny.classes, tiny.train.take(np.arange(6)), tiny.test.take(np.arange(3)), tiny.mean, tiny.std, "x")
+    train, test = extract_features(small, FeaturesParams(extractor="pretrained:resnet18", batch_size=4), seed=0, device=torch.device("cpu"))
+    assert train.shape == (6, 512) and test.shape == (3, 512)
+
+
+def test_pretrained_weights_that_cannot_be_had_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(FeatureError, match=r"resnet18.*cannot get the weights.*hub/checkpoints/resnet18-"):
+        load_pretrained("resnet18")
+
+
+def test_unknown_torchvision_model_lists_the_valid_ones():
+    with pytest.raises(FeatureError, match="unknown torchvision model 'no_such_net'.*resnet18"):
+        load_pretrained("no_such_net")
