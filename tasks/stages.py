@@ -5,6 +5,7 @@ Tasks pass file paths, never tensors, so any task runner (threads, processes, Da
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -24,13 +25,15 @@ from unseen.data import ImageDataset, load_dataset
 from unseen.features import extract_features
 from unseen.io import atomic_path
 from unseen.models import PixelClassifier, save_model
-from unseen.scores import FoldOutputs, score_fold, stratified_folds, unseen_scores
+from unseen.reports import compare_seen_unseen
+from unseen.scores import ModelRecord, ScoringModel, combine_records, difficulty, resolve_score, scoring_models, train_scoring_model
 from unseen.selection import budget_for, mmd, random_subset, select_coreset
 from unseen.tables import (
     CORESET,
     FEATURES,
-    FOLD_OUTPUTS,
+    MODEL_OUTPUTS,
     SCORES,
+    TableError,
     finite_or_raise,
     list_column,
     positions_of,
@@ -133,82 +136,123 @@ def features_stage(params: Params, tracker: Tracker) -> StageReport:
 # ---- scores -----------------------------------------------------------------------------------
 
 
-def fold_cache_path(params: Params, dataset: ImageDataset, fold: int) -> Path:
-    """A finished fold's outputs, keyed by the params and data that made them, so reruns skip it."""
+def model_cache_path(params: Params, dataset: ImageDataset, model: ScoringModel) -> Path:
+    """A finished scoring model's records, keyed by the params and data that made them, so reruns skip it."""
     key = f"{stage_hash(params, 'scores')}-{dataset.fingerprint}"
-    return params.output("cache", "folds", key, f"fold_{fold}.parquet")
+    return params.output("cache", "scoring", key, f"{model.name}.parquet")
 
 
-@task(name="score-fold", cache_policy=NO_CACHE, tags=["gpu"])
-def score_fold_task(params: Params, tracker: Tracker, fold: int) -> tuple[str, float]:
-    logger = get_run_logger()
-    started = time.perf_counter()
-    dataset = dataset_for(params)
-    path = fold_cache_path(params, dataset, fold)
-    if path.is_file():
-        logger.info(f"[scores] fold {fold + 1}/{params.scoring.folds} already scored: {path}")
-        return str(path), 0.0
-    run_id = tracker.child(f"scores/fold-{fold}", stage="scores", fold=str(fold))
-    fold_of = stratified_folds(dataset.train.labels.numpy(), params.scoring.folds, params.seed)
-    label = f"[scores] fold {fold + 1}/{params.scoring.folds}"
-    on_epoch = _epoch_logger(tracker, run_id, label, params.scoring.recipe.epochs)
-    outputs = score_fold(dataset, fold_of, fold, params.scoring, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
-    compute = time.perf_counter() - started
-    epochs, n, classes = outputs.probs.shape
+def _write_record(params: Params, dataset: ImageDataset, record: ModelRecord, path: Path) -> None:
+    epochs, n, classes = record.logits.shape
     write_table(
-        FOLD_OUTPUTS,
+        MODEL_OUTPUTS,
         {
-            "sample_id": outputs.sample_ids,
-            "label": outputs.labels,
-            "fold": np.full(n, fold),
-            "probs": outputs.probs.transpose(1, 0, 2).reshape(n, epochs * classes),
+            "sample_id": record.sample_ids,
+            "label": record.labels,
+            "logits": record.logits.transpose(1, 0, 2).reshape(n, epochs * classes),
+            "embedding_norms": record.embedding_norms.T,
         },
         path,
         params_hash=stage_hash(params, "scores"),
         data_fingerprint=dataset.fingerprint,
-        epochs=str(epochs),
+        kind=record.model.kind,
+        repeat=str(record.model.repeat),
+        fold=str(record.model.fold),
+        epochs=",".join(map(str, record.epochs)),
         classes=str(classes),
-        trained_on=str(len(outputs.train_sample_ids)),
+        trained_on=base64.b64encode(np.packbits(record.trained_on)).decode(),
+        train_seconds=f"{record.train_seconds:.3f}",
+        record_seconds=f"{record.record_seconds:.3f}",
     )
-    tracker.log_metrics(run_id, {"compute_seconds": compute, "trained_on": len(outputs.train_sample_ids), "held_out": n})
+
+
+def read_record(params: Params, dataset: ImageDataset, path: str | Path) -> ModelRecord:
+    """A scoring model's records back from its cache table, checked against this run's params and data."""
+    table = read_table(MODEL_OUTPUTS, path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "scores"))
+    meta = table_meta(table)
+    epochs = tuple(int(e) for e in meta["epochs"].split(","))
+    n, classes = len(table), int(meta["classes"])
+    trained_on = np.unpackbits(np.frombuffer(base64.b64decode(meta["trained_on"]), dtype=np.uint8))[: len(dataset.train)].astype(bool)
+    return ModelRecord(
+        model=ScoringModel(meta["kind"], int(meta["repeat"]), int(meta["fold"])),
+        sample_ids=table.column("sample_id").to_numpy(),
+        labels=table.column("label").to_numpy().astype(np.int64),
+        epochs=epochs,
+        logits=list_column(table, "logits").reshape(n, len(epochs), classes).transpose(1, 0, 2),
+        embedding_norms=list_column(table, "embedding_norms").T,
+        trained_on=trained_on,
+        train_seconds=float(meta["train_seconds"]),
+        record_seconds=float(meta["record_seconds"]),
+    )
+
+
+@task(name="scoring-model", cache_policy=NO_CACHE, tags=["gpu"])
+def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel) -> tuple[str, float]:
+    """Train one scoring model (an unseen fold model or a seen model) unless its records are cached."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    dataset = dataset_for(params)
+    path = model_cache_path(params, dataset, model)
+    if path.is_file():
+        logger.info(f"[scores] {model.name} already recorded: {path}")
+        return str(path), 0.0
+    run_id = tracker.child(f"scores/{model.name}", stage="scores", kind=model.kind, repeat=str(model.repeat), fold=str(model.fold))
+    on_epoch = _epoch_logger(tracker, run_id, f"[scores] {model.name}", params.scoring.recipe.epochs)
+    record = train_scoring_model(dataset, model, params.scoring, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
+    compute = time.perf_counter() - started
+    _write_record(params, dataset, record, path)
+    tracker.log_metrics(
+        run_id,
+        {
+            "compute_seconds": compute,
+            "train_seconds": record.train_seconds,
+            "record_seconds": record.record_seconds,
+            "trained_on": int(record.trained_on.sum()),
+            "scored": len(record.sample_ids),
+        },
+    )
     tracker.finish(run_id)
     return str(path), compute
 
 
-def _read_fold(params: Params, dataset: ImageDataset, path: str) -> FoldOutputs:
-    table = read_table(FOLD_OUTPUTS, path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "scores"))
-    meta = table_meta(table)
-    epochs, classes = int(meta["epochs"]), int(meta["classes"])
-    probs = list_column(table, "probs").reshape(len(table), epochs, classes).transpose(1, 0, 2)
-    return FoldOutputs(
-        fold=int(table.column("fold")[0].as_py()),
-        sample_ids=table.column("sample_id").to_numpy(),
-        labels=table.column("label").to_numpy().astype(np.int64),
-        probs=probs,
-        train_sample_ids=np.empty(0, dtype=np.int64),
-    )
-
-
 @task(name="combine-scores", cache_policy=NO_CACHE)
-def combine_scores_task(params: Params, tracker: Tracker, fold_paths: list[str]) -> float:
+def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str]) -> tuple[float, dict[str, float]]:
+    """All scores, seen and unseen, into scores.parquet; their distributions into score_report.json and MLflow."""
     dataset = dataset_for(params)
     started = time.perf_counter()
-    columns = unseen_scores([_read_fold(params, dataset, p) for p in fold_paths], params.scoring.score_epochs)
+    records = [read_record(params, dataset, path) for path in record_paths]
+    names = list(params.scoring.score_names)
+    for entry in params.scoring.scores:
+        resolve_score(entry)
+    table = combine_records(records, names, dataset.train.sample_ids, dataset.train.labels.numpy())
+    oriented = {name: difficulty(values, name) for name, values in table.columns.items() if not name.endswith("_std")}
+    report = compare_seen_unseen(oriented, names)
     compute = time.perf_counter() - started
+    unseen = [r for r in records if r.model.kind == "unseen"]
+    report["recording_overhead_unseen"] = sum(r.record_seconds for r in unseen) / max(sum(r.train_seconds for r in unseen), 1e-9)
     path = params.output("scores.parquet")
-    write_table(SCORES, columns, path, params_hash=stage_hash(params, "scores"), data_fingerprint=dataset.fingerprint)
-    plot = reports.score_histogram(columns["el2n_unseen"], "held-out EL2N", params.output("plots", "scores.png"))
+    write_table(
+        SCORES,
+        {"sample_id": table.sample_ids, "label": table.labels, "folds": table.folds, **table.columns},
+        path,
+        params_hash=stage_hash(params, "scores"),
+        data_fingerprint=dataset.fingerprint,
+    )
+    with atomic_path(params.output("score_report.json")) as tmp:
+        tmp.write_text(json.dumps({k: round(v, 6) for k, v in report.items()}, indent=2) + "\n")
+    plot = reports.seen_unseen_histograms(oriented, names, params.output("plots", "score_distributions.png"))
     tracker.log_artifact(tracker.run_id, path, "tables")
     tracker.log_artifact(tracker.run_id, plot, "plots")
-    tracker.log_metrics(tracker.run_id, reports.spread(columns["el2n_unseen"], prefix="el2n_unseen_"))
-    return compute
+    tracker.log_metrics(tracker.run_id, report)
+    return compute, report
 
 
 def scores_stage(params: Params, tracker: Tracker) -> StageReport:
-    folds = _with_retries(params, score_fold_task).map(unmapped(params), unmapped(tracker), range(params.scoring.folds))
-    results = folds.result()
-    compute = _with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
-    return StageReport("scores", [str(params.output("scores.parquet"))], compute_seconds=compute + sum(c for _, c in results))
+    models = scoring_models(params.scoring)
+    results = _with_retries(params, scoring_model_task).map(unmapped(params), unmapped(tracker), models).result()
+    compute, report = _with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
+    outputs = [str(params.output("scores.parquet")), str(params.output("score_report.json"))]
+    return StageReport("scores", outputs, compute_seconds=compute + sum(c for _, c in results))
 
 
 # ---- select -----------------------------------------------------------------------------------
@@ -233,6 +277,8 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
     scores_path = params.output("scores.parquet")
     scores = read_table(SCORES, scores_path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "scores"))
     score_ids = scores.column("sample_id").to_numpy()
+    if params.select.score not in scores.column_names:
+        raise TableError(f"{scores_path}: no column {params.select.score!r}; add its score to scoring.scores and rerun the scores stage")
     values = scores.column(params.select.score).to_numpy()
     finite_or_raise(scores_path, params.select.score, values, score_ids)
     features = train_embedding[positions_of(train_ids, score_ids, f"{params.output('features.parquet')} (train rows)")]
@@ -241,7 +287,7 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
 
     started = time.perf_counter()
     coreset = select_coreset(
-        values,
+        difficulty(values, params.select.score),
         features,
         labels,
         budget,
@@ -252,7 +298,6 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
         seed=params.seed,
     )
     random_selected = random_subset(labels, np.bincount(labels[coreset.selected], minlength=dataset.num_classes), params.seed)
-    compute = time.perf_counter() - started
 
     path = params.output("coreset.parquet")
     write_table(
@@ -282,6 +327,7 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
         "mmd_to_test_coreset": mmd(features[coreset.selected], test_embedding, seed=params.seed),
         "mmd_to_test_random": mmd(features[random_selected], test_embedding, seed=params.seed),
     }
+    compute = time.perf_counter() - started
     tracker.log_metrics(tracker.run_id, {**metrics, "select_compute_seconds": compute})
     tracker.log_artifact(tracker.run_id, path, "tables")
     return compute, metrics

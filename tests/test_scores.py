@@ -1,4 +1,7 @@
-"""Held-out scoring: EL2N values, fold structure, and the unseen property."""
+"""Scoring engine: every score on hand-computed values, the unseen property, repeats, plug-in scores, determinism."""
+
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -6,39 +9,124 @@ import torch
 
 from unseen.config import DataParams, ScoringParams, TrainRecipe
 from unseen.data import load_dataset
-from unseen.scores import FoldOutputs, el2n, score_fold, stratified_folds, unseen_scores
+from unseen.scores import (
+    SCORES,
+    ModelRecord,
+    ScoringModel,
+    aum,
+    combine_records,
+    difficulty,
+    el2n,
+    entropy,
+    forgetting,
+    grand,
+    loss,
+    margin,
+    resolve_score,
+    scoring_models,
+    stratified_folds,
+    train_scoring_model,
+)
+
+# two samples, two epochs, three classes; labels 0 and 2
+LOGITS = np.array(
+    [
+        [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]],
+        [[0.0, 1.0, 0.5], [0.0, 0.0, 2.0]],
+    ]
+)
+LABELS = np.array([0, 2])
+PROBS = np.exp(LOGITS) / np.exp(LOGITS).sum(-1, keepdims=True)
 
 
-def test_el2n_matches_hand_computed_values():
-    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
-    labels = np.array([0, 0])
-    # sample 0: (0.3, 0.2, 0.1) -> sqrt(0.14); sample 1: (0.9, 0.1, 0.8) -> sqrt(1.46)
-    np.testing.assert_allclose(el2n(probs, labels), [np.sqrt(0.14), np.sqrt(1.46)], rtol=1e-6)
+def test_el2n_by_hand():
+    probs = np.array([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]])
+    # sample 0: (0.3, 0.2, 0.1) -> sqrt(0.14); sample 1 (label 0): (0.9, 0.1, 0.8) -> sqrt(1.46)
+    np.testing.assert_allclose(el2n(probs, None, np.array([0, 0])), [np.sqrt(0.14), np.sqrt(1.46)])
 
 
-def test_unseen_scores_average_the_epoch_window():
-    probs = np.zeros((3, 2, 2), dtype=np.float32)
-    probs[:, :, 0] = [[1.0, 0.5], [0.5, 0.5], [0.0, 1.0]]
-    probs[:, :, 1] = 1 - probs[:, :, 0]
-    outputs = FoldOutputs(0, np.array([7, 3]), np.array([0, 0]), probs, np.array([1, 2]))
-    columns = unseen_scores([outputs], (2, 3))
-    # sorted by sample_id: id 3 is the second sample; epochs 2..3 -> EL2N of (0.5) and (1.0) for id 7, (0.5) and (0) for id 3
-    assert list(columns["sample_id"]) == [3, 7]
-    np.testing.assert_allclose(columns["el2n_unseen"], [np.sqrt(0.5) / 2, (np.sqrt(0.5) + np.sqrt(2)) / 2], rtol=1e-6)
+def test_grand_scales_the_error_by_the_last_layer_input_norm():
+    probs = np.array([[[0.7, 0.2, 0.1]]])
+    norms = np.array([[2.0]])
+    # gradient of CE w.r.t. W (= (p - y) h^T) and b (= p - y): ||p - y|| * sqrt(||h||^2 + 1)
+    np.testing.assert_allclose(grand(probs, None, np.array([0]), norms), [np.sqrt(0.14) * np.sqrt(5.0)])
+
+
+def test_loss_entropy_margin_by_hand():
+    np.testing.assert_allclose(loss(PROBS, LOGITS, LABELS), [(-np.log(PROBS[0, 0, 0]) - np.log(PROBS[1, 0, 0])) / 2, (-np.log(PROBS[0, 1, 2]) - np.log(PROBS[1, 1, 2])) / 2])
+    expected_entropy = -(PROBS * np.log(PROBS)).sum(-1).mean(0)
+    np.testing.assert_allclose(entropy(PROBS, LOGITS, LABELS), expected_entropy)
+    # last epoch: sample 0 true logit 0.0, best other 1.0 -> -1; sample 1 true 2.0, best other 0.0 -> 2
+    np.testing.assert_allclose(margin(PROBS, LOGITS, LABELS), [-1.0, 2.0])
+
+
+def test_aum_averages_margins_and_is_negative_for_a_mislabel():
+    # sample 0: epoch 1 margin 2-1 = 1, epoch 2: 0-1 = -1 -> 0; sample 1: 1-3 = -2, 2-0 = 2 -> 0
+    np.testing.assert_allclose(aum(PROBS, LOGITS, LABELS), [0.0, 0.0])
+    always_wrong = np.array([[[0.0, 2.0]], [[0.0, 3.0]]])
+    assert aum(None, always_wrong, np.array([0]))[0] == pytest.approx(-2.5)
+
+
+def test_forgetting_counts_transitions_and_ranks_never_learned_highest():
+    # correctness over 4 epochs: learned-forgotten-learned-forgotten (2 events); always right (0); never right (-> 4)
+    right, wrong = [1.0, 0.0], [0.0, 1.0]
+    logits = np.array([[right, right, wrong], [wrong, right, wrong], [right, right, wrong], [wrong, right, wrong]])
+    values = forgetting(None, logits, np.array([0, 0, 0]))
+    np.testing.assert_array_equal(values, [2.0, 0.0, 4.0])
+    assert values.argmax() == 2
+
+
+def test_directions_orient_every_score_to_higher_is_harder():
+    assert not SCORES["margin"].higher_is_harder and not SCORES["aum"].higher_is_harder and SCORES["el2n"].higher_is_harder
+    np.testing.assert_array_equal(difficulty(np.array([1.0, -2.0]), "aum_unseen"), [-1.0, 2.0])
+    np.testing.assert_array_equal(difficulty(np.array([1.0, -2.0]), "el2n_seen"), [1.0, -2.0])
 
 
 def test_folds_are_stratified_and_partition_the_data():
     labels = np.repeat(np.arange(5), 40)
     fold_of = stratified_folds(labels, 4, seed=0)
-    assert set(fold_of) == {0, 1, 2, 3}
     for fold in range(4):
         assert list(np.bincount(labels[fold_of == fold])) == [10] * 5
-    assert not np.array_equal(fold_of, stratified_folds(labels, 4, seed=1))
-
-
-def test_more_folds_than_smallest_class_is_refused():
     with pytest.raises(ValueError, match="smallest class"):
         stratified_folds(np.array([0, 0, 0, 1, 1]), 3, seed=0)
+
+
+def _record(model, ids, labels, logits, trained_on):
+    return ModelRecord(model, np.array(ids), np.array(labels), (1,), np.array(logits, dtype=np.float32)[None], np.ones((1, len(ids)), np.float32), np.array(trained_on))
+
+
+def test_combine_averages_repeats_keeps_spread_and_refuses_a_seen_record_labelled_unseen():
+    good, bad = [4.0, 0.0], [0.0, 4.0]
+    records = [
+        _record(ScoringModel("unseen", 0, 0), [10], [0], [good], [False, True]),
+        _record(ScoringModel("unseen", 0, 1), [11], [0], [bad], [True, False]),
+        _record(ScoringModel("unseen", 1, 0), [10], [0], [bad], [False, True]),
+        _record(ScoringModel("unseen", 1, 1), [11], [0], [bad], [True, False]),
+    ]
+    table = combine_records(records, ["margin"], np.array([10, 11]), np.array([0, 0]))
+    np.testing.assert_allclose(table.columns["margin_unseen"], [0.0, -4.0])  # sample 10: (4 + -4) / 2
+    np.testing.assert_allclose(table.columns["margin_unseen_std"], [4.0, 0.0])
+    np.testing.assert_array_equal(table.folds, [[0, 0], [1, 1]])
+    leaky = [_record(ScoringModel("unseen", 0, 0), [10], [0], [good], [True, True])]
+    with pytest.raises(ValueError, match="trained on samples it scores"):
+        combine_records(leaky, ["margin"], np.array([10, 11]), np.array([0, 0]))
+
+
+def test_a_registered_function_by_import_path_is_scored():
+    module = types.ModuleType("my_scores")
+
+    def confidence_gap(probs_per_epoch, logits_per_epoch, labels):
+        return 1.0 - probs_per_epoch.max(axis=-1).mean(axis=0)
+
+    module.confidence_gap = confidence_gap
+    sys.modules["my_scores"] = module
+    spec = resolve_score("my_scores:confidence_gap")
+    assert spec.name == "confidence_gap" and SCORES["confidence_gap"] is spec
+    records = [_record(ScoringModel("unseen", 0, 0), [1, 2], [0, 1], [[3.0, 0.0], [0.0, 0.0]], [False, False])]
+    table = combine_records(records, ["confidence_gap"], np.array([1, 2]), np.array([0, 1]))
+    np.testing.assert_allclose(table.columns["confidence_gap_unseen"], [1 - np.exp(3) / (np.exp(3) + 1), 0.5], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown score 'nope'"):
+        resolve_score("nope")
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +134,33 @@ def small_dataset(fashion_root):
     return load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=600, test_subset=100))
 
 
-def test_fold_model_never_trains_on_what_it_scores(small_dataset):
-    params = ScoringParams(folds=3, recipe=TrainRecipe(epochs=2), score_epochs=(1, 2))
-    labels = small_dataset.train.labels.numpy()
-    fold_of = stratified_folds(labels, 3, seed=0)
-    seen_epochs = []
-    outputs = score_fold(small_dataset, fold_of, 1, params, seed=0, device=torch.device("cpu"), on_epoch=lambda e, s: seen_epochs.append(e))
-    assert seen_epochs == [1, 2]
-    assert outputs.probs.shape == (2, (fold_of == 1).sum(), 10)
-    np.testing.assert_allclose(outputs.probs.sum(-1), 1.0, atol=1e-4)
-    assert set(outputs.sample_ids) == set(small_dataset.train.sample_ids[fold_of == 1])
-    assert not set(outputs.sample_ids) & set(outputs.train_sample_ids)
-    assert len(outputs.sample_ids) + len(outputs.train_sample_ids) == len(labels)
+def test_unseen_models_never_score_what_they_trained_on(small_dataset):
+    params = ScoringParams(folds=3, repeats=2, recipe=TrainRecipe(epochs=2), score_epochs=(1, 2))
+    models = scoring_models(params)
+    assert [m.name for m in models] == ["unseen_r0_f0", "unseen_r0_f1", "unseen_r0_f2", "unseen_r1_f0", "unseen_r1_f1", "unseen_r1_f2", "seen_r0", "seen_r1"]
+    records = [train_scoring_model(small_dataset, m, params, seed=0, device=torch.device("cpu")) for m in models]
+    position = {int(s): i for i, s in enumerate(small_dataset.train.sample_ids)}
+    for record in records:
+        scored = np.array([position[int(s)] for s in record.sample_ids])
+        if record.model.kind == "unseen":
+            assert not record.trained_on[scored].any()
+            assert record.trained_on.sum() + len(scored) == len(small_dataset.train)
+        else:
+            assert record.trained_on.all() and len(scored) == len(small_dataset.train)
+        assert record.logits.shape == (2, len(scored), 10) and record.record_seconds > 0
+    table = combine_records(records, ["el2n", "aum", "forgetting"], small_dataset.train.sample_ids, small_dataset.train.labels.numpy())
+    for r in range(2):  # every sample held out exactly once per repeat, the two partitions differ
+        assert set(table.folds[:, r]) == {0, 1, 2}
+    assert not np.array_equal(table.folds[:, 0], table.folds[:, 1])
+    assert {"el2n_unseen", "el2n_unseen_std", "el2n_seen", "aum_seen_std", "forgetting_unseen"} <= set(table.columns)
+    assert (table.columns["el2n_unseen_std"] > 0).any()
 
 
 def test_scoring_is_deterministic_for_a_seed(small_dataset):
     params = ScoringParams(folds=2, recipe=TrainRecipe(epochs=1), score_epochs=(1, 1))
-    fold_of = stratified_folds(small_dataset.train.labels.numpy(), 2, seed=0)
-    a = score_fold(small_dataset, fold_of, 0, params, seed=5, device=torch.device("cpu"))
-    b = score_fold(small_dataset, fold_of, 0, params, seed=5, device=torch.device("cpu"))
-    c = score_fold(small_dataset, fold_of, 0, params, seed=6, device=torch.device("cpu"))
-    np.testing.assert_array_equal(a.probs, b.probs)
-    assert not np.allclose(a.probs, c.probs)
+    model = ScoringModel("unseen", 0, 0)
+    a = train_scoring_model(small_dataset, model, params, seed=5, device=torch.device("cpu"))
+    b = train_scoring_model(small_dataset, model, params, seed=5, device=torch.device("cpu"))
+    c = train_scoring_model(small_dataset, model, params, seed=6, device=torch.device("cpu"))
+    np.testing.assert_array_equal(a.logits, b.logits)
+    assert not np.allclose(a.logits, c.logits)

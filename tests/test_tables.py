@@ -11,7 +11,7 @@ def _scores(n=5):
     return {
         "sample_id": np.arange(n),
         "label": np.zeros(n, dtype=np.int16),
-        "fold": np.zeros(n, dtype=np.int16),
+        "folds": np.zeros((n, 2), dtype=np.int16),
         "el2n_unseen": np.linspace(0, 1, n).astype(np.float32),
     }
 
@@ -19,7 +19,8 @@ def _scores(n=5):
 def test_round_trip_keeps_schema_and_provenance(tmp_path):
     path = write_table(SCORES, _scores(), tmp_path / "scores.parquet", params_hash="abc", data_fingerprint="fp")
     table = read_table(SCORES, path, data_fingerprint="fp", params_hash="abc")
-    assert table.column_names == ["sample_id", "label", "fold", "el2n_unseen"]
+    assert table.column_names == ["sample_id", "label", "folds", "el2n_unseen"]
+    assert table.column("folds").to_pylist()[0] == [0, 0]
     assert table.schema.metadata[b"unseen.params_hash"] == b"abc"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]  # no temporary file left behind
 

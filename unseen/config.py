@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,9 +61,27 @@ class FeaturesParams(_Section):
 
 class ScoringParams(_Section):
     folds: int = Field(2, ge=2)
+    repeats: int = Field(1, ge=1)
+    seen: bool = True
+    scores: tuple[str, ...] = ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum")
     recipe: TrainRecipe = TrainRecipe(epochs=10)
-    score_epochs: tuple[int, int] = (2, 10)
+    score_epochs: tuple[int, int] = (6, 10)
     batch_size: int = Field(1024, ge=1)
+
+    @field_validator("scores")
+    @classmethod
+    def _scores_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one score, e.g. [el2n]")
+        for entry in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
+                raise ValueError(f"{entry!r} is neither a score name nor 'package.module:function'")
+        return value
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """Column stems: the entry itself, or the function name of a 'module:function' entry."""
+        return tuple(entry.partition(":")[2].lower() if ":" in entry else entry for entry in self.scores)
 
     @model_validator(mode="after")
     def _window_inside_training(self) -> "ScoringParams":
@@ -76,7 +95,7 @@ class ScoringParams(_Section):
 
 class SelectParams(_Section):
     prune_ratio: float = Field(0.5, gt=0, lt=1)
-    score: Literal["el2n_unseen"] = "el2n_unseen"
+    score: str = Field("el2n_unseen", pattern=r"^[a-z][a-z0-9_]*_(unseen|seen)$")
     hard_cutoff: float = Field(0.0, ge=0, lt=1)
     score_bins: int = Field(50, ge=1)
     fourier_features: int = Field(256, ge=8)
@@ -109,6 +128,15 @@ class Params(_Section):
     retrain: RetrainParams = RetrainParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _selection_score_is_computed(self) -> "Params":
+        stem, _, variant = self.select.score.rpartition("_")
+        if stem not in self.scoring.score_names:
+            raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scoring.scores {list(self.scoring.score_names)}")
+        if variant == "seen" and not self.scoring.seen:
+            raise ValueError(f"select.score {self.select.score!r} needs scoring.seen: true")
+        return self
 
     def output(self, *parts: str) -> Path:
         """A path under the outputs folder."""

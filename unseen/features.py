@@ -12,7 +12,7 @@ from torchvision import models as tv_models
 
 from unseen.config import FeaturesParams
 from unseen.data import ImageDataset
-from unseen.training import EpochCallback, pick_device, predict_logits, train_model
+from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
 
 
 class FeatureError(RuntimeError):
@@ -33,7 +33,7 @@ def proxy_features(
     """Penultimate-layer embeddings of a small model trained on the train split for a few epochs."""
     model = train_model(dataset, dataset.train, params.proxy, seed=seed, device=device, on_epoch=on_epoch)
     return tuple(  # type: ignore[return-value]
-        predict_logits(model, dataset, split.images, batch_size=params.batch_size, embed=True).numpy()
+        predict_embeddings(model, dataset, split.images, batch_size=params.batch_size).numpy()
         for split in (dataset.train, dataset.test)
     )
 

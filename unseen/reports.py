@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from unseen.io import atomic_path
 
@@ -22,16 +23,42 @@ def spread(values: np.ndarray, *, prefix: str = "", bins: int = 50) -> dict[str,
     }
 
 
-def score_histogram(values: np.ndarray, title: str, path: str | Path, bins: int = 50) -> Path:
-    """A PNG histogram of one score column."""
+def compare_seen_unseen(columns: dict[str, np.ndarray], score_names: list[str]) -> dict[str, float]:
+    """Spread of every score's seen and unseen distribution, and the Spearman agreement of their rankings.
+
+    Pass columns oriented so that higher = harder: the "low end" is then the easy end, where scores from
+    models that fitted the samples crowd.
+    """
+    metrics: dict[str, float] = {}
+    for name in score_names:
+        for variant in ("seen", "unseen"):
+            if f"{name}_{variant}" in columns:
+                metrics.update(spread(columns[f"{name}_{variant}"], prefix=f"{name}_{variant}_"))
+        if f"{name}_seen" in columns and f"{name}_unseen" in columns:
+            metrics[f"{name}_spearman_seen_unseen"] = float(spearmanr(columns[f"{name}_seen"], columns[f"{name}_unseen"]).statistic)
+    return metrics
+
+
+def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str], path: str | Path, bins: int = 50) -> Path:
+    """One PNG: a panel per score, the seen and unseen histograms overlaid on a shared range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
-    axis.hist(values, bins=bins, color="#3b6ea8")
-    axis.set(title=title, xlabel="score", ylabel="samples")
+    cols = min(4, len(score_names))
+    rows = -(-len(score_names) // cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=90, squeeze=False)
+    for axis, name in zip(axes.flat, score_names):
+        present = [(variant, columns[f"{name}_{variant}"]) for variant in ("seen", "unseen") if f"{name}_{variant}" in columns]
+        low = min(float(values.min()) for _, values in present)
+        high = max(float(values.max()) for _, values in present)
+        for (variant, values), color in zip(present, ("#c0504d", "#3b6ea8")):
+            axis.hist(values, bins=bins, range=(low, high if high > low else low + 1), alpha=0.55, color=color, label=variant)
+        axis.set(title=name, xlabel="difficulty (higher = harder)", ylabel="samples")
+        axis.legend(fontsize=8)
+    for axis in list(axes.flat)[len(score_names) :]:
+        axis.set_visible(False)
     figure.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -32,12 +32,19 @@ FEATURES = TableSpec(
 )
 SCORES = TableSpec(
     "scores",
-    pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("fold", pa.int16())]),
+    pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("folds", pa.list_(pa.int16()))]),  # folds[r]: held out in repeat r
     extra_columns=r"[a-z0-9_]+_(unseen|seen)(_std)?",
 )
-FOLD_OUTPUTS = TableSpec(
-    "fold_outputs",
-    pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("fold", pa.int16()), ("probs", pa.list_(pa.float32()))]),
+MODEL_OUTPUTS = TableSpec(
+    "model_outputs",
+    pa.schema(
+        [
+            ("sample_id", pa.int64()),
+            ("label", pa.int16()),
+            ("logits", pa.list_(pa.float32())),  # epochs x classes, epoch-major
+            ("embedding_norms", pa.list_(pa.float32())),  # one per epoch
+        ]
+    ),
 )
 CORESET = TableSpec(
     "coreset",
@@ -70,8 +77,9 @@ def _columns_for(spec: TableSpec, columns: dict[str, np.ndarray]) -> pa.Table:
     for field in fields:
         values = columns[field.name]
         if pa.types.is_list(field.type):
-            matrix = np.ascontiguousarray(values, dtype=np.float32)
-            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1]).cast(field.type))
+            matrix = np.ascontiguousarray(values, dtype=field.type.value_type.to_pandas_dtype())
+            flat = pa.array(matrix.reshape(-1), type=field.type.value_type)
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(field.type))
         elif isinstance(values, np.ma.MaskedArray):  # masked entries are "not applicable": stored as nulls
             arrays.append(pa.array(values.filled(0), type=field.type, mask=np.ma.getmaskarray(values)))
         else:
@@ -135,10 +143,10 @@ def table_meta(table: pa.Table) -> dict[str, str]:
 
 
 def list_column(table: pa.Table, name: str) -> np.ndarray:
-    """A fixed-length list column as a 2-D float32 array."""
+    """A fixed-length list column as a 2-D array of its value type."""
     column = table.column(name).combine_chunks()
     width = len(column[0]) if len(column) else 0
-    return column.flatten().to_numpy().reshape(len(column), width).astype(np.float32, copy=False)
+    return column.flatten().to_numpy().reshape(len(column), width)
 
 
 def finite_or_raise(path: str | Path, name: str, values: np.ndarray, sample_ids: np.ndarray) -> None:
