@@ -1,6 +1,8 @@
 """The UNSEEN pruning pipeline: features -> held-out scores -> alignment-constrained selection -> retraining.
 
 Each stage reads and writes the Parquet tables under `outputs/`; DVC sees the same stages in dvc.yaml.
+The task runner comes from params (`orchestration.task_runner`, see tasks/runners.py); `unseen run` and `unseen stage`
+set it with `flow.with_options(task_runner=...)`, the decorators' runner is only the default for direct calls.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.lineage import record_lineage
+from tasks.runners import set_torch_threads, workers_reach_this_api
 from tasks.stages import run_stage
 from tasks.tracking import pipeline_run
 from unseen.config import STAGES, OrchestrationParams, load_params
@@ -23,7 +26,8 @@ def prune(params_file: str = "params.yaml", overrides: list[str] | None = None) 
     """The whole pipeline in one flow run, tracked as one MLflow parent run with a child per fold and model."""
     started = time.perf_counter()
     params = load_params(params_file, overrides or [])
-    with pipeline_run(params, "prune") as tracker:
+    set_torch_threads(params.orchestration)
+    with workers_reach_this_api(), pipeline_run(params, "prune") as tracker:
         reports = [run_stage(name, params, tracker) for name in STAGES]
     lineage_started = time.perf_counter()
     lineage = record_lineage(params_file, overrides or [])
@@ -42,6 +46,7 @@ def stage(name: str, params_file: str = "params.yaml", overrides: list[str] | No
     """One stage on its own: what each `dvc.yaml` stage runs."""
     started = time.perf_counter()
     params = load_params(params_file, overrides or [])
-    with pipeline_run(params, name) as tracker:
+    set_torch_threads(params.orchestration)
+    with workers_reach_this_api(), pipeline_run(params, name) as tracker:
         report = run_stage(name, params, tracker)
     return {"run_id": tracker.run_id, "stages": [report], "flow_seconds": time.perf_counter() - started, "params": params}

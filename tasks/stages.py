@@ -20,14 +20,16 @@ from prefect import get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from unseen import reports
-from unseen.config import STAGE_PARAMS, DataParams, Params
+from unseen.config import STAGE_PARAMS, DataParams, Params, SelectParams
 from unseen.data import ImageDataset, load_dataset
 from unseen.features import extract_features
 from unseen.io import atomic_path
 from unseen.models import PixelClassifier, save_model
 from unseen.reports import compare_seen_unseen
 from unseen.scores import ModelRecord, ScoringModel, combine_records, difficulty, resolve_score, scoring_models, train_scoring_model
-from unseen.selection import budget_for, mmd, random_subset, select_coreset
+from unseen.baselines import baseline_coreset
+from unseen.multistep import StepReport, incremental_coreset
+from unseen.selection import UnseenObjective, budget_for, random_subset, select_coreset
 from unseen.tables import (
     CORESET,
     FEATURES,
@@ -42,6 +44,7 @@ from unseen.tables import (
     write_table,
 )
 from unseen.training import accuracy, pick_device, predict_logits, train_model
+from tasks.runners import map_on_workers, set_torch_threads
 from tasks.tracking import Tracker, git_commit
 
 _DATA_LOCK = threading.Lock()
@@ -189,6 +192,7 @@ def read_record(params: Params, dataset: ImageDataset, path: str | Path) -> Mode
 @task(name="scoring-model", cache_policy=NO_CACHE, tags=["gpu"])
 def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel) -> tuple[str, float]:
     """Train one scoring model (an unseen fold model or a seen model) unless its records are cached."""
+    set_torch_threads(params.orchestration)
     logger = get_run_logger()
     started = time.perf_counter()
     dataset = dataset_for(params)
@@ -249,13 +253,27 @@ def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str
 
 def scores_stage(params: Params, tracker: Tracker) -> StageReport:
     models = scoring_models(params.scoring)
-    results = _with_retries(params, scoring_model_task).map(unmapped(params), unmapped(tracker), models).result()
+    results = map_on_workers(_with_retries(params, scoring_model_task), unmapped(params), unmapped(tracker), models).result()
     compute, report = _with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
     outputs = [str(params.output("scores.parquet")), str(params.output("score_report.json"))]
     return StageReport("scores", outputs, compute_seconds=compute + sum(c for _, c in results))
 
 
 # ---- select -----------------------------------------------------------------------------------
+
+
+def objective_from(select: SelectParams) -> UnseenObjective:
+    return UnseenObjective(
+        importance_weight=select.importance_weight,
+        alignment_weight=select.alignment_weight,
+        diversity_weight=select.diversity_weight,
+        adaptive=select.adaptive,
+        regions_per_class=select.regions_per_class,
+        difficulty_power=select.difficulty_power,
+        density_power=select.density_power,
+        hard_cutoff=select.hard_cutoff,
+        fourier_dim=select.fourier_features,
+    )
 
 
 def _train_embeddings(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,7 +288,31 @@ def _train_embeddings(params: Params, dataset: ImageDataset) -> tuple[np.ndarray
     return ids[train], embedding[train], embedding[~train]
 
 
-@task(name="select", cache_policy=NO_CACHE)
+def _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget):
+    """Multi-step UNSEEN, with a child run (and progress lines) for each step's scoring model."""
+    if not np.array_equal(score_ids, dataset.train.sample_ids):
+        raise TableError(f"{params.output('scores.parquet')}: its sample_ids are not the train split's; rerun the scores stage")
+    runs: dict[int, str] = {}
+
+    def on_epoch(step: int):
+        runs[step] = tracker.child(f"select/step-{step}", stage="select", step=str(step))
+        return _epoch_logger(tracker, runs[step], f"[select] step {step}/{params.select.steps} scoring model", params.scoring.recipe.epochs)
+
+    def on_step(report: StepReport) -> None:
+        get_run_logger().info(f"[select] step {report.step}/{params.select.steps}: coreset grows to {report.size}")
+        if report.record is not None:
+            tracker.log_metrics(runs[report.step], {"coreset_size": report.size, "trained_on": int(report.record.trained_on.sum()), "scored": len(report.record.sample_ids)})
+            tracker.finish(runs[report.step])
+
+    return incremental_coreset(
+        dataset, features, oriented, budget, steps=params.select.steps, schedule=params.select.step_schedule, scoring=params.scoring,
+        score_name=params.select.score.rpartition("_")[0], objective=objective_from(params.select),
+        pool_features=test_embedding if params.select.target_pool == "test" else None, seed=params.seed, device=pick_device(),
+        on_step=on_step, on_epoch=on_epoch,
+    )
+
+
+@task(name="select", cache_policy=NO_CACHE, tags=["gpu"])
 def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, float]]:
     dataset = dataset_for(params)
     train_ids, train_embedding, test_embedding = _train_embeddings(params, dataset)
@@ -286,20 +328,33 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
     budget = budget_for(len(score_ids), params.select.prune_ratio)
 
     started = time.perf_counter()
-    coreset = select_coreset(
-        difficulty(values, params.select.score),
-        features,
-        labels,
-        budget,
-        num_classes=dataset.num_classes,
-        hard_cutoff=params.select.hard_cutoff,
-        score_bins=params.select.score_bins,
-        fourier_dim=params.select.fourier_features,
-        seed=params.seed,
-    )
+    oriented = difficulty(values, params.select.score)
+    joined = None
+    if params.select.steps > 1:
+        coreset, joined = _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget)
+    elif params.select.method == "unseen":
+        coreset = select_coreset(
+            oriented,
+            features,
+            labels,
+            budget,
+            objective=objective_from(params.select),
+            pool_features=test_embedding if params.select.target_pool == "test" else None,
+            num_classes=dataset.num_classes,
+            seed=params.seed,
+        )
+    else:
+        standardized = (features - features.mean(0)) / np.maximum(features.std(0), 1e-6)
+        coreset = baseline_coreset(
+            params.select.method, oriented, standardized, labels, budget, seed=params.seed,
+            hard_cutoff=params.select.hard_cutoff, bins=params.select.score_bins,
+        )
     random_selected = random_subset(labels, np.bincount(labels[coreset.selected], minlength=dataset.num_classes), params.seed)
+    report = reports.selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed)
+    compute = time.perf_counter() - started
 
     path = params.output("coreset.parquet")
+    masked = np.ma.masked_invalid
     write_table(
         CORESET,
         {
@@ -307,35 +362,38 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
             "label": labels,
             "selected": coreset.selected,
             "random_selected": random_selected,
+            "method": np.full(len(labels), params.select.method),
+            "step": joined if joined is not None else np.where(coreset.selected, 1, -1),
             "score": values,
             "cut_as_hardest": coreset.cut_as_hardest,
-            "score_bin": coreset.score_bin,
-            "bin_quota": coreset.bin_quota,
+            "region": coreset.region,
+            "region_budget": coreset.region_budget,
             "class_budget": coreset.class_budget,
             "selection_rank": coreset.selection_rank,
-            "class_mmd_after": np.ma.masked_invalid(coreset.class_mmd_after),
+            "importance_term": masked(coreset.importance_term),
+            "alignment_term": masked(coreset.alignment_term),
+            "diversity_term": masked(coreset.diversity_term),
+            "class_mmd_after": masked(coreset.class_mmd_after),
         },
         path,
         params_hash=stage_hash(params, "select"),
         data_fingerprint=dataset.fingerprint,
         score_column=params.select.score,
     )
-    metrics = {
-        "coreset_size": int(coreset.selected.sum()),
-        "mmd_to_train_coreset": mmd(features[coreset.selected], features, seed=params.seed),
-        "mmd_to_train_random": mmd(features[random_selected], features, seed=params.seed),
-        "mmd_to_test_coreset": mmd(features[coreset.selected], test_embedding, seed=params.seed),
-        "mmd_to_test_random": mmd(features[random_selected], test_embedding, seed=params.seed),
-    }
-    compute = time.perf_counter() - started
-    tracker.log_metrics(tracker.run_id, {**metrics, "select_compute_seconds": compute})
+    with atomic_path(params.output("selection_report.json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    flat = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+    flat.update({f"coreset_class_{c}": n for c, n in enumerate(report["coreset_per_class"])})
+    tracker.log_metrics(tracker.run_id, {**flat, "select_compute_seconds": compute})
     tracker.log_artifact(tracker.run_id, path, "tables")
-    return compute, metrics
+    tracker.log_artifact(tracker.run_id, params.output("selection_report.json"))
+    return compute, flat
 
 
 def select_stage(params: Params, tracker: Tracker) -> StageReport:
     compute, metrics = _with_retries(params, select_task)(params, tracker)
-    return StageReport("select", [str(params.output("coreset.parquet"))], compute_seconds=compute, metrics=metrics)
+    outputs = [str(params.output("coreset.parquet")), str(params.output("selection_report.json"))]
+    return StageReport("select", outputs, compute_seconds=compute, metrics=metrics)
 
 
 # ---- retrain ----------------------------------------------------------------------------------
@@ -373,6 +431,7 @@ def _register(params: Params, tracker: Tracker, run_id: str, model: PixelClassif
 @task(name="retrain", cache_policy=NO_CACHE, tags=["gpu"])
 def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, float]:
     """Train the target model from scratch on the coreset ('coreset') or on the same-size random subset ('random')."""
+    set_torch_threads(params.orchestration)
     dataset = dataset_for(params)
     table = read_table(CORESET, params.output("coreset.parquet"), data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "select"))
     chosen = table.column("selected" if subset == "coreset" else "random_selected").to_numpy(zero_copy_only=False)
@@ -398,7 +457,7 @@ def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, flo
 
 
 def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
-    coreset, random = _with_retries(params, retrain_task).map(unmapped(params), unmapped(tracker), ["coreset", "random"]).result()
+    coreset, random = map_on_workers(_with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"]).result()
     metrics = {
         "prune_ratio": params.select.prune_ratio,
         "train_size": len(dataset_for(params).train),

@@ -79,3 +79,26 @@ def test_same_params_give_the_same_coreset_and_cached_folds_are_reused(pipeline_
     scores_report = next(report for report in rerun["stages"] if report.name == "scores")
     assert scores_report.compute_seconds < 3.0  # every scoring model came from the per-model cache
     assert pq.read_table(tmp / "outputs" / "scores.parquet").equals(pq.read_table(again / "outputs" / "scores.parquet"))
+
+
+def test_select_stage_runs_baselines_and_multi_step_with_tracked_steps(pipeline_run):
+    from mlflow import MlflowClient
+
+    from flows.prune import stage
+
+    tmp, params_file, _ = pipeline_run
+    baseline = stage(name="select", params_file=str(params_file), overrides=["select.method=ccs"])
+    coreset = read_table(CORESET, tmp / "outputs" / "coreset.parquet")
+    assert set(coreset.column("method").to_pylist()) == {"ccs"} and coreset.column("selected").to_numpy(zero_copy_only=False).sum() == 1000
+    assert baseline["stages"][0].metrics["coreset_size"] == 1000
+
+    result = stage(name="select", params_file=str(params_file), overrides=["select.steps=2"])
+    coreset = read_table(CORESET, tmp / "outputs" / "coreset.parquet")
+    steps = np.asarray(coreset.column("step"))
+    selected = coreset.column("selected").to_numpy(zero_copy_only=False)
+    assert (steps == 1).sum() == 500 and (steps == 2).sum() == 500 and ((steps > 0) == selected).all()
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    children = client.search_runs([client.get_run(result["run_id"]).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
+    assert [run.info.run_name for run in children] == ["select/step-2"]
+    report = json.loads((tmp / "outputs" / "selection_report.json").read_text())
+    assert {"mmd_to_train_coreset", "mmd_to_test_random", "coreset_per_class", "region_keep_ratio_histogram"} <= set(report)

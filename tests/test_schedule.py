@@ -43,15 +43,20 @@ def _base_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _api(base: str, method: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, object]:
+def _api(base: str, method: str, path: str, body: dict | None = None, timeout: float = 10, attempts: int = 6) -> tuple[int, object]:
+    """One API call; a 503 (the server's SQLite store busy under load, as on a loaded 2-core CI box) is retried."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{base}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
+    for attempt in range(attempts):
+        request = urllib.request.Request(f"{base}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == attempts - 1:
+                return exc.code, exc.read().decode(errors="replace")
+        time.sleep(2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _tail(path: Path, lines: int = 60) -> str:

@@ -1,9 +1,11 @@
-"""Selection: exact budgets, class balance, strata, MMD alignment, determinism."""
+"""UNSEEN selection: exact budgets, class balance, alignment, diversity, adaptive regions, ablations, determinism."""
 
 import numpy as np
 import pytest
 
 from unseen.selection import (
+    UnseenObjective,
+    allocate,
     budget_for,
     class_budgets,
     fourier_features,
@@ -31,78 +33,129 @@ def test_budget_is_rounded_fraction_of_train_split():
 
 def test_class_budgets_are_proportional_exact_and_capped():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
-    budgets = class_budgets(labels, 37, 3)
-    assert budgets.sum() == 37
-    assert list(budgets) == [19, 11, 7]  # 18.5, 11.1, 7.4 -> largest remainders go to class 0
-    full = class_budgets(labels, 100, 3)
-    assert list(full) == [50, 30, 20]
-
-
-def test_class_budget_smaller_than_classes_is_refused():
+    assert list(class_budgets(labels, 37, 3)) == [19, 11, 7]  # 18.5, 11.1, 7.4: largest remainders to class 0
+    assert list(class_budgets(labels, 100, 3)) == [50, 30, 20]
     with pytest.raises(ValueError, match="smaller than the number of classes"):
         class_budgets(np.array([0, 1, 2, 2]), 2, 3)
 
 
+def test_allocate_is_proportional_capped_and_exact():
+    assert list(allocate(np.array([1.0, 1.0, 2.0]), np.array([10, 10, 10]), 8)) == [2, 2, 4]
+    assert list(allocate(np.array([1.0, 1.0, 100.0]), np.array([10, 10, 3]), 12)) == [5, 4, 3]  # capped, rest shared
+    assert allocate(np.array([0.0, 0.0]), np.array([2, 3]), 5).sum() == 5
+    with pytest.raises(ValueError):
+        allocate(np.ones(2), np.array([1, 1]), 3)
+
+
 def test_stratified_quotas_fill_small_strata_and_redistribute():
     quotas = stratified_quotas(np.array([2, 0, 10, 10]), 12)
-    assert quotas.sum() == 12
-    assert quotas[0] == 2 and quotas[1] == 0  # the small stratum is kept whole, its leftover goes to the others
-    assert sorted(quotas[2:]) == [5, 5]
+    assert quotas.sum() == 12 and quotas[0] == 2 and quotas[1] == 0 and sorted(quotas[2:]) == [5, 5]
 
 
 def test_fourier_features_approximate_gaussian_kernel():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 4)).astype(np.float32)
     z = fourier_features(np.stack([a, b]), 20000, 1.5, np.random.default_rng(1))
-    exact = np.exp(-np.sum((a - b) ** 2) / (2 * 1.5**2))
-    assert abs(float(z[0] @ z[1]) - exact) < 0.03
+    assert abs(float(z[0] @ z[1]) - np.exp(-np.sum((a - b) ** 2) / (2 * 1.5**2))) < 0.03
 
 
 @pytest.mark.parametrize("prune_ratio", [0.3, 0.5, 0.9])
 def test_coreset_has_exact_budget_and_class_balance(prune_ratio):
     scores, features, labels = _toy()
     budget = budget_for(len(labels), prune_ratio)
-    coreset = select_coreset(scores, features, labels, budget, score_bins=10)
+    coreset = select_coreset(scores, features, labels, budget)
     assert coreset.selected.sum() == budget
-    expected = class_budgets(labels, budget, 5)
-    assert list(np.bincount(labels[coreset.selected], minlength=5)) == list(expected)
+    assert list(np.bincount(labels[coreset.selected], minlength=5)) == list(class_budgets(labels, budget, 5))
     assert (coreset.selection_rank[coreset.selected] >= 0).all() and (coreset.selection_rank[~coreset.selected] == -1).all()
+    for c in range(5):  # region budgets are honoured and sum to the class budget
+        members = labels == c
+        for r in np.unique(coreset.region[members]):
+            in_region = members & (coreset.region == r)
+            assert coreset.selected[in_region].sum() == coreset.region_budget[in_region][0]
 
 
-def test_coreset_is_closer_to_class_distribution_than_random():
-    scores, features, labels = _toy()
-    coreset = select_coreset(scores, features, labels, 600, score_bins=5)
-    per_class = np.bincount(labels[coreset.selected], minlength=5)
+def _class_gap(features, labels, selected, other):
     standardized = (features - features.mean(0)) / features.std(0)
-    gaps = []
-    for seed in range(5):
-        random = random_subset(labels, per_class, seed)
-        for c in range(5):
-            members = labels == c
-            gaps.append(
-                mmd(standardized[random & members], standardized[members], fourier_dim=2048, seed=9)
-                - mmd(standardized[coreset.selected & members], standardized[members], fourier_dim=2048, seed=9)
-            )
-    assert np.mean(gaps) > 0 and np.mean(np.array(gaps) > 0) > 0.8
+    return np.mean([
+        mmd(standardized[other & (labels == c)], standardized[labels == c], fourier_dim=2048, seed=9)
+        - mmd(standardized[selected & (labels == c)], standardized[labels == c], fourier_dim=2048, seed=9)
+        for c in range(5)
+    ])
 
 
-def test_hard_cutoff_drops_hardest_and_strata_span_the_rest():
+def test_alignment_term_brings_the_coreset_closer_to_each_class():
     scores, features, labels = _toy()
-    coreset = select_coreset(scores, features, labels, 900, hard_cutoff=0.1, score_bins=10)
+    aligned = select_coreset(scores, features, labels, 600)
+    unaligned = select_coreset(scores, features, labels, 600, objective=UnseenObjective(alignment_weight=0))
+    random = random_subset(labels, np.bincount(labels[aligned.selected], minlength=5), 0)
+    assert _class_gap(features, labels, aligned.selected, random) > 0
+    assert _class_gap(features, labels, aligned.selected, unaligned.selected) > 0
+
+
+def test_importance_term_prefers_hard_samples_and_hard_cutoff_drops_the_hardest():
+    scores, features, labels = _toy()
+    plain = select_coreset(scores, features, labels, 900, objective=UnseenObjective(importance_weight=0))
+    important = select_coreset(scores, features, labels, 900)
+    assert scores[important.selected].mean() > scores[plain.selected].mean()
+    cut = select_coreset(scores, features, labels, 900, objective=UnseenObjective(hard_cutoff=0.1))
     for c in range(5):
         members = np.flatnonzero(labels == c)
-        n_cut = int(0.1 * len(members))
-        hardest = members[np.argsort(-scores[members], kind="stable")[:n_cut]]
-        assert coreset.cut_as_hardest[hardest].all() and coreset.cut_as_hardest[members].sum() == n_cut
-        assert not coreset.selected[hardest].any()
-        kept_bins = set(coreset.score_bin[members][coreset.selected[members]])
-        assert len(kept_bins) >= 8  # coverage of the score range, not just the easy end
-    bins_quota_ok = [
-        (coreset.selected & (labels == c) & (coreset.score_bin == b)).sum() <= coreset.bin_quota[(labels == c) & (coreset.score_bin == b)].max(initial=0)
-        for c in range(5)
-        for b in range(10)
-    ]
-    assert all(bins_quota_ok)
+        hardest = members[np.argsort(-scores[members], kind="stable")[: int(0.1 * len(members))]]
+        assert cut.cut_as_hardest[hardest].all() and not cut.selected[hardest].any()
+
+
+def test_diversity_term_avoids_near_duplicates():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(200, 8)).astype(np.float32)
+    features = np.concatenate([base, base + 1e-4])  # every sample has a twin
+    labels = np.zeros(400, dtype=np.int64)
+    scores = np.ones(400, dtype=np.float32)
+    objective = UnseenObjective(alignment_weight=0, importance_weight=0, diversity_weight=1.0, adaptive=False, regions_per_class=1)
+    diverse = select_coreset(scores, features, labels, 100, objective=objective)
+    twins = diverse.selected[:200] & diverse.selected[200:]
+    assert twins.sum() == 0
+
+
+def test_adaptive_ratio_prunes_dense_regions_harder():
+    rng = np.random.default_rng(1)
+    dense = rng.normal(scale=0.05, size=(500, 2))
+    sparse = rng.normal(scale=1.0, size=(500, 2)) + 10
+    features = np.concatenate([dense, sparse]).astype(np.float32)
+    labels = np.zeros(1000, dtype=np.int64)
+    scores = np.full(1000, 0.5, dtype=np.float32)
+    objective = UnseenObjective(regions_per_class=2, importance_weight=0, difficulty_power=0)
+    adaptive = select_coreset(scores, features, labels, 200, objective=objective)
+    flat = select_coreset(scores, features, labels, 200, objective=UnseenObjective(regions_per_class=2, importance_weight=0, adaptive=False))
+    assert adaptive.selected[:500].sum() < adaptive.selected[500:].sum()
+    assert flat.selected[:500].sum() == flat.selected[500:].sum() == 100
+
+
+def test_each_ablation_switch_changes_only_its_term():
+    scores, features, labels = _toy(n=1200)
+    base = UnseenObjective()
+    reference = select_coreset(scores, features, labels, 300, objective=base)
+    for change in ({"alignment_weight": 0.0}, {"diversity_weight": 0.0}, {"adaptive": False}, {"importance_weight": 0.0}):
+        other = select_coreset(scores, features, labels, 300, objective=UnseenObjective(**{**base.__dict__, **change}))
+        assert not np.array_equal(other.selected, reference.selected), change
+        if "adaptive" not in change:  # the regions and their budgets do not depend on the gain weights
+            np.testing.assert_array_equal(other.region_budget, reference.region_budget)
+        np.testing.assert_array_equal(other.region, reference.region)
+
+
+def test_unlabeled_pool_moves_the_target():
+    scores, features, labels = _toy()
+    pool = features[labels == 0][:300] + 2.0  # a shifted, unlabeled population near class 0
+    with_pool = select_coreset(scores, features, labels, 600, pool_features=pool)
+    without = select_coreset(scores, features, labels, 600)
+    chosen = with_pool.selected & (labels == 0)
+    assert features[chosen].mean() > features[without.selected & (labels == 0)].mean()
+
+
+def test_already_selected_samples_stay_and_count_to_the_budget():
+    scores, features, labels = _toy(n=1000)
+    first = select_coreset(scores, features, labels, 200)
+    grown = select_coreset(scores, features, labels, 400, already_selected=first.selected)
+    assert grown.selected.sum() == 400 and grown.selected[first.selected].all()
 
 
 def test_selection_is_deterministic_and_seed_dependent():
@@ -114,16 +167,25 @@ def test_selection_is_deterministic_and_seed_dependent():
     assert not np.array_equal(first.selected, other.selected)
 
 
-def test_degenerate_inputs_identical_features_and_tiny_class():
+def test_degenerate_inputs_identical_features_tiny_class_one_region():
     labels = np.array([0] * 40 + [1] * 3)
     features = np.ones((43, 4), dtype=np.float32)
     scores = np.zeros(43, dtype=np.float32)
-    coreset = select_coreset(scores, features, labels, 30, score_bins=5)
-    assert coreset.selected.sum() == 30
-    assert coreset.selected[labels == 1].sum() == 2  # proportional share 30 * 3 / 43 = 2.09
+    coreset = select_coreset(scores, features, labels, 30, objective=UnseenObjective(regions_per_class=1))
+    assert coreset.selected.sum() == 30 and coreset.selected[labels == 1].sum() == 2  # 30 * 3 / 43 = 2.09
+    again = select_coreset(scores, features, labels, 30)  # identical features: k-means finds one region, still exact
+    assert again.selected.sum() == 30
 
 
 def test_random_subset_matches_per_class_counts():
     labels = np.repeat(np.arange(4), 25)
     chosen = random_subset(labels, np.array([5, 0, 25, 1]), seed=0)
     assert list(np.bincount(labels[chosen], minlength=4)) == [5, 0, 25, 1]
+
+
+def test_step_budgets_equal_and_geometric():
+    from unseen.multistep import step_budgets
+
+    assert step_budgets(300, 3, "equal") == [100, 200, 300]
+    assert step_budgets(700, 3, "geometric") == [100, 300, 700]
+    assert step_budgets(50, 1) == [50]

@@ -28,13 +28,14 @@ importing it never shadows the standard library's `random` module.)
 from __future__ import annotations
 
 import heapq
+import inspect
 import operator
 from typing import Callable, Literal
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from unseen.selection import class_budgets, random_subset, stratified_quotas
+from unseen.selection import Coreset, class_budgets, random_subset, stratified_quotas
 
 __all__ = [
     "BASELINES",
@@ -430,3 +431,28 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
 
 CLASS_BALANCED: frozenset[str] = frozenset(BASELINES) - {"random", "ccs"}
 """Baselines whose per-class counts equal `class_budgets(labels, budget, num_classes)`; the others are global."""
+
+
+def baseline_coreset(name: str, scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, seed: int = 0, **options) -> Coreset:
+    """Run baseline `name` and describe its result like an UNSEEN coreset (terms it has no notion of are NaN or -1).
+
+    Options the method does not take (e.g. `bins` for a geometric method) are ignored.
+    """
+    method = BASELINES[name]
+    accepted = {k: v for k, v in options.items() if k in inspect.signature(method).parameters}
+    selected = method(scores, features, labels, budget, seed=seed, **accepted)
+    n = len(labels)
+    nan = np.full(n, np.nan, dtype=np.float32)
+    per_class = np.bincount(labels[selected], minlength=int(labels.max()) + 1)
+    return Coreset(
+        selected=selected,
+        cut_as_hardest=np.zeros(n, dtype=bool),
+        region=np.full(n, -1, dtype=np.int16),
+        region_budget=np.zeros(n, dtype=np.int32),
+        class_budget=per_class[labels].astype(np.int32),
+        selection_rank=np.full(n, -1, dtype=np.int32),
+        importance_term=nan,
+        alignment_term=nan,
+        diversity_term=nan,
+        class_mmd_after=nan,
+    )

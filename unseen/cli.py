@@ -34,9 +34,10 @@ def _fail(exc: Exception) -> None:
 
 
 def _flow_with_runner(flow, params):
-    from prefect.task_runners import ThreadPoolTaskRunner
+    """The flow with the task runner params choose: local threads, or a Dask cluster (orchestration.task_runner)."""
+    from tasks.runners import task_runner
 
-    return flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=params.orchestration.max_workers))
+    return flow.with_options(task_runner=task_runner(params.orchestration))
 
 
 def _write_report(result: dict, wall: float) -> None:

@@ -94,11 +94,31 @@ class ScoringParams(_Section):
 
 
 class SelectParams(_Section):
+    method: str = "unseen"
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = Field("el2n_unseen", pattern=r"^[a-z][a-z0-9_]*_(unseen|seen)$")
     hard_cutoff: float = Field(0.0, ge=0, lt=1)
-    score_bins: int = Field(50, ge=1)
+    importance_weight: float = Field(1.0, ge=0)
+    alignment_weight: float = Field(1.0, ge=0)
+    diversity_weight: float = Field(0.5, ge=0)
+    adaptive: bool = True
+    regions_per_class: int = Field(8, ge=1)
+    difficulty_power: float = Field(1.0, ge=0)
+    density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(256, ge=8)
+    target_pool: Literal["none", "test"] = "none"
+    steps: int = Field(1, ge=1)
+    step_schedule: Literal["equal", "geometric"] = "equal"
+    score_bins: int = Field(50, ge=1)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from unseen.baselines import BASELINES
+
+        if value != "unseen" and value not in BASELINES:
+            raise ValueError(f"unknown method {value!r}; use one of: unseen, {', '.join(BASELINES)}")
+        return value
 
 
 class RetrainParams(_Section):
@@ -106,10 +126,40 @@ class RetrainParams(_Section):
     batch_size_eval: int = Field(1024, ge=1)
 
 
+class DaskParams(_Section):
+    """Where `task_runner: dask` runs the mapped tasks: an existing scheduler, or a local cluster it starts and stops."""
+
+    address: str | None = None
+    workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]+://\S+|[^\s/]+:\d+", value):
+            raise ValueError(f"{value!r} is not a scheduler address; use e.g. tcp://10.0.0.5:8786 (null starts a local cluster)")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _positive_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if amount <= 0:
+                raise ValueError(f"resource {name!r} must be > 0, e.g. {{GPU: 1}}")
+        return value
+
+    def __hash__(self) -> int:  # frozen sections stay hashable despite the mapping
+        return hash((self.address, self.workers, self.threads_per_worker, tuple(sorted(self.resources.items()))))
+
+
 class OrchestrationParams(_Section):
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(5, ge=0)
     max_workers: int = Field(1, ge=1)
+    task_runner: Literal["local", "dask"] = "local"
+    torch_threads: int | None = Field(None, ge=1)
+    dask: DaskParams = DaskParams()
 
 
 class TrackingParams(_Section):
@@ -136,6 +186,8 @@ class Params(_Section):
             raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scoring.scores {list(self.scoring.score_names)}")
         if variant == "seen" and not self.scoring.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scoring.seen: true")
+        if self.select.steps > 1 and self.select.method != "unseen":
+            raise ValueError(f"select.steps={self.select.steps} (multi-step) needs select.method: unseen")
         return self
 
     def output(self, *parts: str) -> Path:
@@ -152,7 +204,7 @@ class Params(_Section):
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "features": ("seed", "data", "features"),
     "scores": ("seed", "data", "scoring"),
-    "select": ("seed", "data", "select"),
+    "select": ("seed", "data", "scoring", "select"),
     "retrain": ("seed", "data", "select", "retrain"),
 }
 

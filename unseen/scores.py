@@ -172,7 +172,8 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ScoringModel:
-    """One scoring model: `unseen` (repeat r's partition, trained without fold k) or `seen` (repeat r, all samples)."""
+    """One scoring model: `unseen` (repeat r's partition, trained without fold k), `seen` (repeat r, all samples),
+    or `step` (multi-step UNSEEN: trained on the coreset of step `repeat`, scoring the rest)."""
 
     kind: str
     repeat: int
@@ -180,7 +181,8 @@ class ScoringModel:
 
     @property
     def name(self) -> str:
-        return f"unseen_r{self.repeat}_f{self.fold}" if self.kind == "unseen" else f"seen_r{self.repeat}"
+        names = {"unseen": f"unseen_r{self.repeat}_f{self.fold}", "seen": f"seen_r{self.repeat}", "step": f"step_{self.repeat}"}
+        return names[self.kind]
 
     def seed(self, seed: int) -> int:
         """Model init and data-order seed: the same for the seen and unseen models of a repeat and position."""
@@ -229,13 +231,29 @@ def train_scoring_model(
     device: torch.device | None = None,
     on_epoch: EpochLog | None = None,
 ) -> ModelRecord:
-    """Train one scoring model and record its outputs on the samples it scores after each window epoch."""
+    """Train one scoring model of the K-fold x R design (or a seen model) and record what it scores."""
     labels = dataset.train.labels.numpy()
     if model.kind == "unseen":
         fold_of = partition(labels, params.folds, seed, model.repeat)
         scored, trained_on = fold_of == model.fold, fold_of != model.fold
     else:
         scored = trained_on = np.ones(len(labels), dtype=bool)
+    return train_and_record(dataset, model, trained_on, scored, params, seed=seed, device=device, on_epoch=on_epoch)
+
+
+def train_and_record(
+    dataset: ImageDataset,
+    model: ScoringModel,
+    trained_on: np.ndarray,
+    scored: np.ndarray,
+    params: ScoringParams,
+    *,
+    seed: int,
+    device: torch.device | None = None,
+    on_epoch: EpochLog | None = None,
+) -> ModelRecord:
+    """Train on the `trained_on` mask of the train split; after each window epoch record outputs on the `scored` mask."""
+    labels = dataset.train.labels.numpy()
     scored_positions = np.flatnonzero(scored)
     scored_images = dataset.train.images[torch.as_tensor(scored_positions)]
     first, last = params.score_epochs
@@ -264,10 +282,17 @@ def train_scoring_model(
         epochs=tuple(range(first, last + 1)),
         logits=np.stack(logits).astype(np.float32),
         embedding_norms=np.stack(norms).astype(np.float32),
-        trained_on=trained_on,
+        trained_on=np.asarray(trained_on, dtype=bool),
         train_seconds=timing["train"],
         record_seconds=timing["record"],
     )
+
+
+def score_record(record: ModelRecord, score_name: str) -> np.ndarray:
+    """One score of every sample a record covers, oriented so that higher = harder."""
+    spec = resolve_score(score_name)
+    values = spec(record.probs, record.logits, record.labels, record.embedding_norms)
+    return values if spec.higher_is_harder else -values
 
 
 # ---- from records to the scores table ------------------------------------------------------------

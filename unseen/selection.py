@@ -1,16 +1,27 @@
-"""Alignment-constrained coreset selection: class-balanced, stratified over held-out scores, greedy in MMD.
+"""UNSEEN coreset selection: generalization importance under distribution alignment, diversity and adaptive ratios.
 
-Within each class the coreset covers the score range evenly (CCS-style strata, optionally without the
-hardest fraction) and, inside those strata, greedily picks the sample that keeps the coreset's feature
-distribution closest to the class's full distribution. The distance is the MMD under a Gaussian kernel,
-approximated by random Fourier features so nothing N x N is ever built.
+Within each class (budgets proportional to class sizes), the class's feature space is split into regions
+by k-means. Each region keeps a share of the class budget that grows with its held-out difficulty and
+shrinks with its density, so redundant dense regions are pruned harder than sparse ones. A greedy pass
+then picks, inside the region budgets, the sample with the best gain
+
+    importance_weight * difficulty rank  -  alignment_weight * MMD increase  -  diversity_weight * nearest similarity
+
+where the MMD (Gaussian kernel, median-distance bandwidth) is between the coreset and the target
+distribution of the class (its train samples, plus the unlabeled pool samples nearest to its centre when
+a pool is given), and the similarity is the same kernel to the closest sample already kept. Kernels are
+approximated by random Fourier features, so nothing N x N is ever built.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import pairwise_distances_argmin
 
 
 def budget_for(n_samples: int, prune_ratio: float) -> int:
@@ -67,42 +78,166 @@ def fourier_features(x: np.ndarray, n_features: int, bandwidth: float, rng: np.r
 
 
 @dataclass(frozen=True)
+class UnseenObjective:
+    """The terms of UNSEEN selection; a weight of 0 (or `adaptive=False`) switches a term off for ablations."""
+
+    importance_weight: float = 1.0
+    alignment_weight: float = 1.0
+    diversity_weight: float = 0.5
+    adaptive: bool = True
+    regions_per_class: int = 8
+    difficulty_power: float = 1.0
+    density_power: float = 1.0
+    hard_cutoff: float = 0.0
+    fourier_dim: int = 256
+
+
+@dataclass(frozen=True)
 class Coreset:
     """Which samples were kept, and the per-sample facts that decided it (one entry per input row)."""
 
     selected: np.ndarray  # bool
     cut_as_hardest: np.ndarray  # bool: in the hardest `hard_cutoff` fraction of its class, never eligible
-    score_bin: np.ndarray  # int: score stratum within the class (-1 when cut)
-    bin_quota: np.ndarray  # int: how many the stratum was allowed to keep
+    region: np.ndarray  # int: k-means region within the class
+    region_budget: np.ndarray  # int: how many the sample's region keeps
     class_budget: np.ndarray  # int: how many the sample's class keeps
-    selection_rank: np.ndarray  # int: order in which the class's greedy picked it (-1 when not picked)
-    class_mmd_after: np.ndarray  # float: MMD between class coreset and class after the pick (NaN when not picked)
+    selection_rank: np.ndarray  # int: order of the pick within its class (-1 when not picked)
+    importance_term: np.ndarray  # float: difficulty rank in [0, 1] at pick time (NaN when not picked)
+    alignment_term: np.ndarray  # float: normalised MMD increase in [0, 1] at pick time
+    diversity_term: np.ndarray  # float: kernel similarity to the nearest sample already kept
+    class_mmd_after: np.ndarray  # float: MMD between class coreset and class target after the pick
 
 
-def _greedy_mmd(z: np.ndarray, eligible: np.ndarray, bins: np.ndarray, quotas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pick sum(quotas) rows one by one, each minimising the MMD of the picked set to all rows, within stratum quotas."""
-    target = z.mean(axis=0)
+def allocate(weights: np.ndarray, capacity: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to `weights`, summing to `total`, none above its `capacity` (water-filling)."""
+    weights = np.where(capacity > 0, np.maximum(weights, 0), 0).astype(np.float64)
+    if total > capacity.sum():
+        raise ValueError(f"cannot place {total} samples in groups holding {capacity.sum()}")
+    result = np.zeros(len(weights), dtype=np.int64)
+    open_ = capacity > result
+    while (left := total - result.sum()) > 0:
+        share = np.where(open_, weights, 0.0)
+        if share.sum() <= 0:
+            share = open_.astype(np.float64)
+        ideal = left * share / share.sum()
+        step = np.minimum(np.floor(ideal).astype(np.int64), capacity - result)
+        if step.sum() == 0:  # hand out the remainder one by one, largest fractional share first
+            order = np.lexsort((np.arange(len(ideal)), -ideal))
+            order = order[open_[order]][:left]
+            step[order] = 1
+        result += step
+        open_ = capacity > result
+    return result
+
+
+def _regions(x: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """k-means regions of one class (scikit-learn); fewer distinct points than regions just leaves some empty."""
+    count = min(count, len(x))
+    if count <= 1:
+        return np.zeros(len(x), dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return KMeans(n_clusters=count, n_init=1, max_iter=50, random_state=seed).fit_predict(x).astype(np.int64)
+
+
+def region_budgets(
+    x: np.ndarray, rank: np.ndarray, region: np.ndarray, eligible: np.ndarray, keep: int, objective: UnseenObjective
+) -> np.ndarray:
+    """Per-region budgets: proportional to eligible size, times difficulty^a / density^b when adaptive."""
+    regions = int(region.max()) + 1
+    capacity = np.bincount(region[eligible], minlength=regions)
+    weights = capacity.astype(np.float64)
+    if objective.adaptive:
+        difficulty = np.array([rank[(region == r) & eligible].mean() if capacity[r] else 0.0 for r in range(regions)])
+        spread = np.array([np.linalg.norm(x[region == r] - x[region == r].mean(0), axis=1).mean() if capacity[r] else 0.0 for r in range(regions)])
+        density = 1.0 / np.maximum(spread, 1e-6)
+        live = capacity > 0
+        difficulty = (difficulty + 1e-3) / (difficulty[live].mean() + 1e-3)
+        density = density / density[live].mean()
+        weights = weights * difficulty**objective.difficulty_power * density ** (-objective.density_power)
+    return allocate(weights, capacity, keep)
+
+
+def _greedy(
+    z: np.ndarray, target: np.ndarray, rank: np.ndarray, region: np.ndarray, quotas: np.ndarray, available: np.ndarray,
+    objective: UnseenObjective, preselected: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Pick sum(quotas) rows one by one by the UNSEEN gain, within region quotas, after any preselected rows."""
+    n = len(z)
     norms = (z**2).sum(axis=1)
     toward_target = z @ target
-    picked_dot = np.zeros(len(z), dtype=np.float64)  # z_i . (sum of picked)
-    picked_sum = np.zeros(z.shape[1], dtype=np.float64)
+    picked_dot = z @ z[preselected].sum(axis=0) if preselected.any() else np.zeros(n)
+    nearest = (z @ z[preselected].T).max(axis=1) if preselected.any() else np.zeros(n)
+    picked_sum = z[preselected].sum(axis=0).astype(np.float64)
+    count = int(preselected.sum())
     remaining = quotas.copy()
-    available = eligible.copy()
-    rank = np.full(len(z), -1, dtype=np.int32)
-    mmd_after = np.full(len(z), np.nan, dtype=np.float32)
-    for n in range(int(quotas.sum())):
-        open_bin = np.zeros(len(z), dtype=bool)
-        open_bin[available] = remaining[bins[available]] > 0
-        # |(S + z_i)/(n+1) - mu|^2 * (n+1)^2 = |z_i|^2 + 2 z_i.S - 2(n+1) z_i.mu + const
-        criterion = norms + 2 * picked_dot - 2 * (n + 1) * toward_target
-        pick = int(np.argmin(np.where(open_bin, criterion, np.inf)))
+    out = {name: np.full(n, np.nan, dtype=np.float32) for name in ("importance", "alignment", "diversity", "mmd")}
+    order = np.full(n, -1, dtype=np.int32)
+    available = available & ~preselected
+    for step in range(int(quotas.sum())):
+        open_ = available & (remaining[region] > 0)
+        candidates = np.flatnonzero(open_)
+        # (n+1)^2 * |(S + z_i)/(n+1) - mu|^2 = |z_i|^2 + 2 z_i.S - 2(n+1) z_i.mu + const
+        mmd_growth = norms[candidates] + 2 * picked_dot[candidates] - 2 * (count + 1) * toward_target[candidates]
+        low, high = mmd_growth.min(), mmd_growth.max()
+        alignment = (mmd_growth - low) / (high - low) if high > low else np.zeros(len(candidates))
+        gain = (
+            objective.importance_weight * rank[candidates]
+            - objective.alignment_weight * alignment
+            - objective.diversity_weight * np.clip(nearest[candidates], 0.0, 1.0)
+        )
+        best = int(np.argmax(gain))
+        pick = int(candidates[best])
+        out["importance"][pick] = rank[pick]
+        out["alignment"][pick] = alignment[best]
+        out["diversity"][pick] = np.clip(nearest[pick], 0.0, 1.0)
+        similarity = z @ z[pick]
+        picked_dot += similarity
+        np.maximum(nearest, similarity, out=nearest)
         picked_sum += z[pick]
-        picked_dot += z @ z[pick]
+        count += 1
         available[pick] = False
-        remaining[bins[pick]] -= 1
-        rank[pick] = n
-        mmd_after[pick] = np.sqrt(max(float(((picked_sum / (n + 1) - target) ** 2).sum()), 0.0))
-    return rank, mmd_after
+        remaining[region[pick]] -= 1
+        order[pick] = step
+        out["mmd"][pick] = np.sqrt(max(float(((picked_sum / count - target) ** 2).sum()), 0.0))
+    return {"order": order, **out}
+
+
+def standardize(features: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std, computed in chunks (no second copy of a large feature matrix)."""
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    squares = np.zeros(features.shape[1], dtype=np.float64)
+    for start in range(0, len(features), chunk):
+        block = features[start : start + chunk].astype(np.float64)
+        total += block.sum(0)
+        squares += (block**2).sum(0)
+    mean = total / len(features)
+    std = np.sqrt(np.maximum(squares / len(features) - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def kernel_features(features: np.ndarray, dim: int, rng: np.random.Generator, chunk: int = 65536) -> np.ndarray:
+    """Random Fourier features of the standardized features, built chunk by chunk."""
+    mean, std = standardize(features, chunk)
+    sample = (features[rng.choice(len(features), size=min(2000, len(features)), replace=False)] - mean) / std
+    bandwidth = median_bandwidth(sample.astype(np.float32), rng)
+    weights = rng.normal(scale=1.0 / bandwidth, size=(features.shape[1], dim)).astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=dim).astype(np.float32)
+    out = np.empty((len(features), dim), dtype=np.float32)
+    for start in range(0, len(features), chunk):
+        block = (features[start : start + chunk] - mean) / std
+        out[start : start + chunk] = np.sqrt(2.0 / dim) * np.cos(block @ weights + phase)
+    return out
+
+
+def _difficulty_rank(values: np.ndarray) -> np.ndarray:
+    """Rank in [0, 1] within the group (1 = hardest); ties share the order of their index."""
+    if len(values) <= 1:
+        return np.ones(len(values))
+    order = np.lexsort((np.arange(len(values)), values))
+    rank = np.empty(len(values))
+    rank[order] = np.arange(len(values)) / (len(values) - 1)
+    return rank
 
 
 def select_coreset(
@@ -111,54 +246,84 @@ def select_coreset(
     labels: np.ndarray,
     budget: int,
     *,
+    objective: UnseenObjective = UnseenObjective(),
+    pool_features: np.ndarray | None = None,
+    already_selected: np.ndarray | None = None,
     num_classes: int | None = None,
-    hard_cutoff: float = 0.0,
-    score_bins: int = 50,
-    fourier_dim: int = 256,
     seed: int = 0,
 ) -> Coreset:
-    """Choose exactly `budget` samples, class-balanced, covering each class's score strata and its feature distribution.
+    """Keep exactly `budget` samples (including `already_selected` ones), class-balanced, by the UNSEEN objective.
 
     scores: (N,) held-out difficulty, higher = harder. features: (N, D) embeddings. labels: (N,) ints.
-    hard_cutoff: fraction of each class's hardest samples that is never kept (likely label noise).
+    pool_features: (M, D) unlabeled samples (e.g. test images, new data) whose distribution the coreset
+    should also match; each joins the target of the class whose centre is nearest.
+    already_selected: (N,) bool, samples kept by earlier steps (multi-step UNSEEN); they count to the budget.
     """
     n = len(labels)
     if scores.shape != (n,) or features.shape[0] != n:
         raise ValueError(f"scores {scores.shape}, features {features.shape} and labels ({n},) must describe the same samples")
     num_classes = int(num_classes or labels.max() + 1)
     rng = np.random.default_rng(seed)
-    standardized = ((features - features.mean(0)) / np.maximum(features.std(0), 1e-6)).astype(np.float32)
-    z = fourier_features(standardized, fourier_dim, median_bandwidth(standardized, rng), rng)
+    both = features if pool_features is None else np.concatenate([features, pool_features])
+    z_all = kernel_features(both, objective.fourier_dim, rng)
+    z, z_pool = z_all[:n], z_all[n:]
     budgets = class_budgets(labels, budget, num_classes)
+    preselected = np.zeros(n, dtype=bool) if already_selected is None else already_selected.astype(bool)
+    if (np.bincount(labels[preselected], minlength=num_classes) > budgets).any():
+        raise ValueError("already_selected holds more samples of a class than its budget")
+    pool_class = None
+    if pool_features is not None and len(pool_features):
+        present = np.flatnonzero(np.bincount(labels, minlength=num_classes))
+        centres = np.stack([features[labels == c].mean(0) for c in present])
+        pool_class = present[pairwise_distances_argmin(pool_features, centres)]
 
-    selected = np.zeros(n, dtype=bool)
-    cut = np.zeros(n, dtype=bool)
-    score_bin = np.full(n, -1, dtype=np.int16)
-    bin_quota = np.zeros(n, dtype=np.int32)
-    rank = np.full(n, -1, dtype=np.int32)
-    mmd_after = np.full(n, np.nan, dtype=np.float32)
+    result = {
+        "selected": np.zeros(n, dtype=bool),
+        "cut": np.zeros(n, dtype=bool),
+        "region": np.full(n, -1, dtype=np.int16),
+        "region_budget": np.zeros(n, dtype=np.int32),
+        "rank": np.full(n, -1, dtype=np.int32),
+        **{name: np.full(n, np.nan, dtype=np.float32) for name in ("importance", "alignment", "diversity", "mmd")},
+    }
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
         if len(members) == 0:
             continue
-        keep = int(budgets[c])
-        n_cut = min(int(hard_cutoff * len(members)), len(members) - keep)
-        hardest_first = members[np.lexsort((members, -scores[members]))]
+        keep, fixed = int(budgets[c]), preselected[members]
+        n_cut = min(int(objective.hard_cutoff * len(members)), len(members) - keep)
+        hardest_first = np.lexsort((members, -scores[members]))
+        cut = np.zeros(len(members), dtype=bool)
         cut[hardest_first[:n_cut]] = True
-        eligible = ~cut[members]
-        values = scores[members]
-        low, high = values[eligible].min(), values[eligible].max()
-        edges = np.linspace(low, high, score_bins + 1)
-        bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, score_bins - 1)
-        quotas = stratified_quotas(np.bincount(bins[eligible], minlength=score_bins), keep)
-        class_rank, class_mmd = _greedy_mmd(z[members], eligible, bins, quotas)
-        selected[members] = class_rank >= 0
-        score_bin[members] = np.where(eligible, bins, -1)
-        bin_quota[members] = np.where(eligible, quotas[bins], 0)
-        rank[members] = class_rank
-        mmd_after[members] = class_mmd
-    class_budget = budgets[labels].astype(np.int32)
-    return Coreset(selected, cut, score_bin, bin_quota, class_budget, rank, mmd_after)
+        cut &= ~fixed
+        eligible = ~cut
+        rank = _difficulty_rank(scores[members])
+        zc = z[members]
+        region = _regions(zc, objective.regions_per_class, seed + c)
+        quotas = region_budgets(zc, rank, region, eligible, keep, objective)
+        quotas_left = quotas - np.bincount(region[fixed], minlength=len(quotas))
+        quotas_left = _rebalance(quotas_left, np.bincount(region[eligible & ~fixed], minlength=len(quotas)), keep - int(fixed.sum()))
+        target_rows = zc if pool_class is None else np.concatenate([zc, z_pool[pool_class == c]])
+        picks = _greedy(zc, target_rows.mean(0), rank, region, quotas_left, eligible, objective, fixed)
+        result["selected"][members] = (picks["order"] >= 0) | fixed
+        result["cut"][members] = cut
+        result["region"][members] = region
+        result["region_budget"][members] = quotas[region]
+        result["rank"][members] = picks["order"]
+        for name in ("importance", "alignment", "diversity", "mmd"):
+            result[name][members] = picks[name]
+    return Coreset(
+        result["selected"], result["cut"], result["region"], result["region_budget"], budgets[labels].astype(np.int32),
+        result["rank"], result["importance"], result["alignment"], result["diversity"], result["mmd"],
+    )
+
+
+def _rebalance(quotas: np.ndarray, room: np.ndarray, total: int) -> np.ndarray:
+    """Fix region quotas after preselection: keep them where possible, never above the room left, summing to total."""
+    quotas = np.clip(quotas, 0, room)
+    if quotas.sum() > total:
+        return allocate(quotas.astype(np.float64), quotas, total)
+    extra = total - int(quotas.sum())
+    return quotas + (allocate(np.maximum(room - quotas, 0).astype(np.float64), room - quotas, extra) if extra else 0)
 
 
 def random_subset(labels: np.ndarray, per_class: np.ndarray, seed: int) -> np.ndarray:

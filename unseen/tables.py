@@ -53,13 +53,18 @@ CORESET = TableSpec(
             ("sample_id", pa.int64()),
             ("label", pa.int16()),
             ("selected", pa.bool_()),
-            ("random_selected", pa.bool_()),
-            ("score", pa.float32()),
+            ("random_selected", pa.bool_()),  # the same-size, same-per-class-count random baseline
+            ("method", pa.string()),
+            ("step", pa.int16()),  # multi-step UNSEEN: the step at which the sample joined (-1 = not kept)
+            ("score", pa.float32()),  # the select.score column, as stored in scores.parquet
             ("cut_as_hardest", pa.bool_()),
-            ("score_bin", pa.int16()),
-            ("bin_quota", pa.int32()),
+            ("region", pa.int16()),
+            ("region_budget", pa.int32()),
             ("class_budget", pa.int32()),
             ("selection_rank", pa.int32()),
+            ("importance_term", pa.float32()),  # the gain terms at pick time; null when not picked
+            ("alignment_term", pa.float32()),
+            ("diversity_term", pa.float32()),
             ("class_mmd_after", pa.float32()),
         ]
     ),

@@ -1,0 +1,156 @@
+"""The task runner that params choose (local threads or a Dask cluster), and what every mapped GPU task needs there.
+
+- `task_runner(orchestration)`: Prefect's ThreadPoolTaskRunner, or prefect-dask's DaskTaskRunner on an existing
+  scheduler (`dask.address`) or on a LocalCluster it starts from the spec (`workers`, `threads_per_worker`, `resources`).
+- `workers_reach_this_api()`: around a flow's body, so that tasks on Dask worker processes report to the flow's
+  Prefect API, the temporary (ephemeral) server included, instead of starting servers of their own.
+- `map_on_workers(task, ...)`: `task.map(...)` that asks the Dask scheduler for one unit of the `GPU` resource per task
+  when the cluster's workers declare it, so a worker never runs two GPU tasks at once. Every mapped GPU task
+  (fold scoring, retraining; later multi-step scoring and benchmark cells) goes through it.
+- `set_torch_threads(orchestration)`: first line of every such task: sets torch's intra-op threads.
+
+`distributed` is imported only when the Dask runner is chosen, so local runs do not pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import torch
+from prefect import Task
+from prefect.context import FlowRunContext
+from prefect.logging import get_logger
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from unseen.config import OrchestrationParams
+
+GPU = "GPU"
+logger = get_logger("unseen.runners")
+
+
+def task_runner(orchestration: OrchestrationParams) -> TaskRunner:
+    """The Prefect task runner for `orchestration.task_runner`: `local` (threads) or `dask`."""
+    if orchestration.task_runner == "local":
+        return ThreadPoolTaskRunner(max_workers=orchestration.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    dask = orchestration.dask
+    if dask.address:
+        return DaskTaskRunner(address=dask.address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": dask.workers,
+            "threads_per_worker": dask.threads_per_worker,
+            "processes": True,
+            "resources": dict(dask.resources),
+        },
+    )
+
+
+def _dask_runner(runner: TaskRunner | None):
+    """The flow's DaskTaskRunner, or None for any other runner (without importing prefect_dask for them)."""
+    module = sys.modules.get("prefect_dask.task_runners")
+    return runner if module is not None and isinstance(runner, module.DaskTaskRunner) else None
+
+
+def _is_loopback(url: str) -> bool:
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+@contextlib.contextmanager
+def workers_reach_this_api() -> Iterator[None]:
+    """Inside a flow run on the Dask runner: make the Prefect API URL travel with every task to the workers.
+
+    Prefect sends each task's settings along with it. Without PREFECT_API_URL (Prefect's temporary server), those
+    settings name no server, and each worker process would start a temporary server of its own, so the task runs
+    would not reach this flow run's API. Here the URL of the server this flow run talks to is set for the flow's
+    body; a temporary server listens on 127.0.0.1, which workers on this machine reach. Workers on other machines
+    need a real server (`prefect server start --host 0.0.0.0`, PREFECT_API_URL set where the flow runs).
+    """
+    context = FlowRunContext.get()
+    if context is None or _dask_runner(context.task_runner) is None or PREFECT_API_URL.value():
+        yield
+        return
+    url = str(context.client.api_url).rstrip("/")
+    address = context.task_runner.address
+    if address and _is_loopback(url) and not _is_loopback(address if "://" in address else f"tcp://{address}"):
+        logger.warning(
+            f"tasks run on the Dask cluster at {address}, but this flow's Prefect API is a temporary server at {url}: "
+            "workers on other machines cannot reach it; start `prefect server start --host 0.0.0.0` and set PREFECT_API_URL"
+        )
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def _cluster_declares(runner, resource: str) -> bool:
+    """Whether any worker of the runner's cluster declares `resource` (asking for one nobody has would wait forever)."""
+    workers = runner.client.scheduler_info(n_workers=-1).get("workers", {})
+    return any(info.get("resources", {}).get(resource, 0) >= 1 for info in workers.values())
+
+
+@contextlib.contextmanager
+def gpu_resource() -> Iterator[bool]:
+    """Tasks submitted or mapped inside ask the Dask scheduler for one `GPU` unit each, when the cluster declares it.
+
+    With the local runner, or a cluster without the resource, nothing changes (yields False). With workers started
+    with `resources: {GPU: 1}` (or `dask cuda worker --resources GPU=1`), each worker runs one such task at a time
+    whatever its thread count, while the flow's other tasks keep using its threads.
+    """
+    context = FlowRunContext.get()
+    runner = _dask_runner(context.task_runner if context else None)
+    if runner is None or not _cluster_declares(runner, GPU):
+        yield False
+        return
+    import dask
+
+    with dask.annotate(resources={GPU: 1}):
+        yield True
+
+
+def map_on_workers(task: Task, *args, **kwargs):
+    """`task.map(*args, **kwargs)` for a task that uses the GPU (or trains on the CPU): one GPU unit per task on Dask.
+
+    Its inputs should be small (params, paths, model names): heavy data reaches workers by path, read there.
+    """
+    with gpu_resource():
+        return task.map(*args, **kwargs)
+
+
+def _dask_worker():
+    """The Dask worker this code runs on, or None (not imported means not on a worker)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:
+        return None
+
+
+def torch_threads_for(orchestration: OrchestrationParams) -> int | None:
+    """torch's intra-op threads here: `torch_threads`, else a Dask worker's own thread count, else None (torch's default)."""
+    if orchestration.torch_threads is not None:
+        return orchestration.torch_threads
+    worker = _dask_worker()
+    return worker.state.nthreads if worker is not None else None
+
+
+def set_torch_threads(orchestration: OrchestrationParams) -> int:
+    """Call first in every task that trains or infers; returns torch's intra-op thread count.
+
+    torch's thread pool is per process and defaults to one thread per core: two Dask worker processes on a 2-core
+    machine would each start 2 threads (4 busy threads on 2 cores). Each worker therefore uses as many torch threads
+    as it has Dask threads (1 for `threads_per_worker: 1`), unless `orchestration.torch_threads` says otherwise.
+    CPU results depend on this number (reductions are split per thread): runs compare bit for bit only at equal
+    thread counts, which `torch_threads` pins.
+    """
+    wanted = torch_threads_for(orchestration)
+    if wanted is not None and torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()

@@ -1,0 +1,33 @@
+"""Multi-step UNSEEN: the coreset grows to the budget and each step's model never scores what it trained on."""
+
+import numpy as np
+import torch
+
+from unseen.config import DataParams, ScoringParams, TrainRecipe
+from unseen.data import load_dataset
+from unseen.multistep import incremental_coreset
+from unseen.selection import class_budgets
+
+
+def test_incremental_coreset_grows_by_held_out_steps(fashion_root):
+    dataset = load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=600, test_subset=50))
+    labels = dataset.train.labels.numpy()
+    features = dataset.train.images.flatten(1).numpy().astype(np.float32)[:, ::8] / 255.0
+    first_scores = np.random.default_rng(0).random(len(labels))
+    reports = []
+    coreset, joined = incremental_coreset(
+        dataset, features, first_scores, 240, steps=3, schedule="equal",
+        scoring=ScoringParams(recipe=TrainRecipe(epochs=1), score_epochs=(1, 1)), score_name="el2n",
+        seed=0, device=torch.device("cpu"), on_step=reports.append,
+    )
+    assert coreset.selected.sum() == 240
+    assert list(np.bincount(labels[coreset.selected], minlength=10)) == list(class_budgets(labels, 240, 10))
+    assert [(r.step, r.size) for r in reports] == [(1, 80), (2, 160), (3, 240)]
+    assert [int((joined == step).sum()) for step in (1, 2, 3)] == [80, 80, 80]
+    assert ((joined > 0) == coreset.selected).all()
+    for report in reports[1:]:
+        position = {int(s): i for i, s in enumerate(dataset.train.sample_ids)}
+        scored = np.array([position[int(s)] for s in report.record.sample_ids])
+        assert not report.record.trained_on[scored].any()  # held out by construction
+        assert report.record.trained_on.sum() == report.size - 80  # trained on the coreset of the previous step
+        assert np.array_equal(report.record.trained_on, (joined > 0) & (joined < report.step))
