@@ -8,6 +8,7 @@ Usage: .venv/bin/python benchmarks/scoring.py [--set KEY=VALUE ...]
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    os.chdir(REPO)  # relative paths in params.yaml (data.root, outputs) mean the project folder
     overrides = [arg for arg in sys.argv[1:] if arg != "--set"]
     params = load_params(REPO / "params.yaml", overrides)
     dataset = load_dataset(params.data, params.seed)

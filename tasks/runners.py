@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -41,8 +42,10 @@ def task_runner(orchestration: OrchestrationParams) -> TaskRunner:
     dask = orchestration.dask
     if dask.address:
         return DaskTaskRunner(address=dask.address)
+    # the scheduler of a local cluster lives in this process: keep its INFO chatter out of the progress lines
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
+        cluster_class=local_cluster,
         cluster_kwargs={
             "n_workers": dask.workers,
             "threads_per_worker": dask.threads_per_worker,
@@ -50,6 +53,22 @@ def task_runner(orchestration: OrchestrationParams) -> TaskRunner:
             "resources": dict(dask.resources),
         },
     )
+
+
+def local_cluster(**kwargs):
+    """A `distributed.LocalCluster` whose worker processes keep glibc's default malloc tuning.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the OS). Setting it
+    also freezes glibc's mmap threshold at 128 KiB, so every activation and gradient buffer of a training step is
+    mmap-ed and unmapped again: a fold model trains 1.7 times slower on the CPU (25.6 s instead of 14.8 s for the
+    benchmark's fold, 1 thread, same process otherwise). Workers of an existing cluster need the same setting in
+    their Dask config (README, "Running on a Dask cluster").
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(**kwargs)
 
 
 def _dask_runner(runner: TaskRunner | None):
@@ -142,13 +161,16 @@ def torch_threads_for(orchestration: OrchestrationParams) -> int | None:
 
 
 def set_torch_threads(orchestration: OrchestrationParams) -> int:
-    """Call first in every task that trains or infers; returns torch's intra-op thread count.
+    """Call first in every task that trains or infers (and once in the flow process); returns torch's thread count.
 
-    torch's thread pool is per process and defaults to one thread per core: two Dask worker processes on a 2-core
-    machine would each start 2 threads (4 busy threads on 2 cores). Each worker therefore uses as many torch threads
-    as it has Dask threads (1 for `threads_per_worker: 1`), unless `orchestration.torch_threads` says otherwise.
-    CPU results depend on this number (reductions are split per thread): runs compare bit for bit only at equal
-    thread counts, which `torch_threads` pins.
+    torch's intra-op pool is per process and sized at start-up: one thread per core, or OMP_NUM_THREADS, which Dask's
+    nanny sets to 1 in the worker processes it spawns. Neither fits every worker: two 1-thread workers must not
+    start 2 torch threads each on 2 cores, and a 4-thread CPU worker should not train on 1. On a Dask worker torch
+    therefore uses the worker's thread count (`threads_per_worker`, `dask worker --nthreads`), unless
+    `orchestration.torch_threads` sets a number, which then applies everywhere (flow process, local threads,
+    workers). CPU results depend on it (reductions are split per thread): runs compare bit for bit only at equal
+    thread counts, which `torch_threads` pins. Setting it per task (not per worker at start-up) also covers workers
+    this code did not start, such as an existing cluster's.
     """
     wanted = torch_threads_for(orchestration)
     if wanted is not None and torch.get_num_threads() != wanted:

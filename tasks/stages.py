@@ -457,7 +457,8 @@ def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, flo
 
 
 def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
-    coreset, random = map_on_workers(_with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"]).result()
+    subsets = map_on_workers(_with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"])
+    coreset, random = subsets.result()
     metrics = {
         "prune_ratio": params.select.prune_ratio,
         "train_size": len(dataset_for(params).train),
