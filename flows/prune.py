@@ -7,18 +7,52 @@ set it with `flow.with_options(task_runner=...)`, the decorators' runner is only
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
-from prefect import flow
+from filelock import FileLock, Timeout
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.lineage import record_lineage
 from tasks.runners import set_torch_threads, workers_reach_this_api
-from tasks.stages import run_stage
-from tasks.tracking import pipeline_run
-from unseen.config import STAGES, OrchestrationParams, load_params
+from tasks.stages import dataset_for, run_stage
+from tasks.tracking import check_tracking, pipeline_run
+from unseen.config import STAGES, OrchestrationParams, Params, load_params
+from unseen.inputs import check_run
 
 DEFAULT_RUNNER = ThreadPoolTaskRunner(max_workers=OrchestrationParams().max_workers)
+
+
+def preflight(params: Params, stages: tuple[str, ...]) -> None:
+    """Refuse, before any work or any write, a run that cannot succeed: an unreachable tracking store, data that
+    cannot be loaded, params that do not fit the data, or input tables from other data or params.
+
+    `unseen run` and `unseen stage` call it before the flow run starts; the flows call it again for scheduled runs
+    (the data set is loaded once per process, so the second call costs little). It sets torch's threads first: the
+    data set's normalisation statistics are reductions, which differ in the last bit with the thread count.
+    """
+    set_torch_threads(params.orchestration)
+    check_tracking(params.tracking.uri)
+    check_run(params, dataset_for(params), stages)
+
+
+@contextlib.contextmanager
+def outputs_lock(params: Params) -> Iterator[None]:
+    """Hold `<outputs>/.lock` for a whole run, so two runs on one outputs folder (a schedule firing during a manual
+    run) take turns: the second waits, and no table is written by both. The OS drops the lock if a run is killed."""
+    lock = FileLock(params.output(".lock"))
+    params.output().mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        get_run_logger().warning(f"another run is using {params.output()} (lock {lock.lock_file}); waiting for it to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @flow(name="prune", task_runner=DEFAULT_RUNNER)
@@ -26,11 +60,12 @@ def prune(params_file: str = "params.yaml", overrides: list[str] | None = None) 
     """The whole pipeline in one flow run, tracked as one MLflow parent run with a child per fold and model."""
     started = time.perf_counter()
     params = load_params(params_file, overrides or [])
-    set_torch_threads(params.orchestration)
-    with workers_reach_this_api(), pipeline_run(params, "prune") as tracker:
-        reports = [run_stage(name, params, tracker) for name in STAGES]
-    lineage_started = time.perf_counter()
-    lineage = record_lineage(params_file, overrides or [])
+    preflight(params, STAGES)
+    with outputs_lock(params):
+        with workers_reach_this_api(), pipeline_run(params, "prune") as tracker:
+            reports = [run_stage(name, params, tracker) for name in STAGES]
+        lineage_started = time.perf_counter()
+        lineage = record_lineage(params_file, overrides or [])
     return {
         "run_id": tracker.run_id,
         "stages": reports,
@@ -46,7 +81,7 @@ def stage(name: str, params_file: str = "params.yaml", overrides: list[str] | No
     """One stage on its own: what each `dvc.yaml` stage runs."""
     started = time.perf_counter()
     params = load_params(params_file, overrides or [])
-    set_torch_threads(params.orchestration)
-    with workers_reach_this_api(), pipeline_run(params, name) as tracker:
+    preflight(params, (name,))
+    with outputs_lock(params), workers_reach_this_api(), pipeline_run(params, name) as tracker:
         report = run_stage(name, params, tracker)
     return {"run_id": tracker.run_id, "stages": [report], "flow_seconds": time.perf_counter() - started, "params": params}

@@ -6,7 +6,7 @@
   Prefect API, the temporary (ephemeral) server included, instead of starting servers of their own.
 - `map_on_workers(task, ...)`: `task.map(...)` that asks the Dask scheduler for one unit of the `GPU` resource per task
   when the cluster's workers declare it, so a worker never runs two GPU tasks at once. Every mapped GPU task
-  (fold scoring, retraining; later multi-step scoring and benchmark cells) goes through it.
+  (fold scoring, multi-step scoring, retraining, benchmark cells) goes through it.
 - `set_torch_threads(orchestration)`: first line of every such task: sets torch's intra-op threads.
 
 `distributed` is imported only when the Dask runner is chosen, so local runs do not pay for it.

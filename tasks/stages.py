@@ -23,26 +23,15 @@ from unseen import reports
 from unseen.config import STAGE_PARAMS, DataParams, Params, SelectParams
 from unseen.data import ImageDataset, load_dataset
 from unseen.features import extract_features
+from unseen.inputs import coreset_input, features_input, scores_input
 from unseen.io import atomic_path
 from unseen.models import PixelClassifier, save_model
 from unseen.reports import compare_seen_unseen
 from unseen.scores import ModelRecord, ScoringModel, combine_records, difficulty, resolve_score, scoring_models, train_scoring_model
 from unseen.baselines import baseline_coreset
-from unseen.multistep import StepReport, incremental_coreset
+from unseen.multistep import StepReport, incremental_coreset, score_step
 from unseen.selection import UnseenObjective, budget_for, random_subset, select_coreset
-from unseen.tables import (
-    CORESET,
-    FEATURES,
-    MODEL_OUTPUTS,
-    SCORES,
-    TableError,
-    finite_or_raise,
-    list_column,
-    positions_of,
-    read_table,
-    table_meta,
-    write_table,
-)
+from unseen.tables import CORESET, FEATURES, MODEL_OUTPUTS, SCORES, TableError, list_column, positions_of, read_table, table_meta, write_table
 from unseen.training import accuracy, pick_device, predict_logits, train_model
 from tasks.runners import map_on_workers, set_torch_threads
 from tasks.tracking import Tracker, git_commit
@@ -101,6 +90,33 @@ def _epoch_logger(tracker: Tracker, run_id: str, label: str, total: int):
     return on_epoch
 
 
+def _shrinking_on_oom(params: Params, tracker: Tracker, run_id: str, what: str, batch_of, work):
+    """(`work(params)`, the params it finally ran with): after each out-of-memory error, `work` runs again with every
+    batch size halved, down to `orchestration.min_batch_size`; each retry is logged and tagged on the MLflow run.
+
+    Outputs keep the original params' hash: the smaller batch is how this stage fitted on this device, recorded, not
+    another configuration (a rerun reuses them).
+    """
+    current, retries = params, 0
+    while True:
+        try:
+            return work(current), current
+        except torch.OutOfMemoryError as exc:
+            smaller = current.with_halved_batches()
+            if smaller is None:
+                exc.add_note(f"[{what}] still out of memory at batch size {batch_of(current)} (orchestration.min_batch_size); "
+                             "lower orchestration.min_batch_size or use a device with more memory")
+                raise
+        # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        retries += 1
+        get_run_logger().warning(f"[{what}] out of memory at batch size {batch_of(current)}; retrying with {batch_of(smaller)}")
+        tracker.client.set_tag(run_id, "oom_retries", str(retries))
+        tracker.client.set_tag(run_id, "batch_size", str(batch_of(smaller)))
+        current = smaller
+
+
 # ---- features ---------------------------------------------------------------------------------
 
 
@@ -108,26 +124,28 @@ def _epoch_logger(tracker: Tracker, run_id: str, label: str, total: int):
 def features_task(params: Params, tracker: Tracker) -> float:
     started = time.perf_counter()
     dataset = dataset_for(params)
-    run_id = tracker.child("features", stage="features")
-    on_epoch = _epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
-    train, test = extract_features(dataset, params.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
-    compute = time.perf_counter() - started
-    path = params.output("features.parquet")
-    write_table(
-        FEATURES,
-        {
-            "sample_id": np.concatenate([dataset.train.sample_ids, dataset.test.sample_ids]),
-            "split": np.array(["train"] * len(train) + ["test"] * len(test)),
-            "label": np.concatenate([dataset.train.labels.numpy(), dataset.test.labels.numpy()]),
-            "embedding": np.concatenate([train, test]),
-        },
-        path,
-        params_hash=stage_hash(params, "features"),
-        data_fingerprint=dataset.fingerprint,
-        extractor=params.features.extractor,
-    )
-    tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute})
-    tracker.finish(run_id)
+    with tracker.child_run("features", stage="features") as run_id:
+        on_epoch = _epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
+        (train, test), _ = _shrinking_on_oom(
+            params, tracker, run_id, "features", lambda p: p.features.proxy.batch_size,
+            lambda p: extract_features(dataset, p.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch),
+        )
+        compute = time.perf_counter() - started
+        path = params.output("features.parquet")
+        write_table(
+            FEATURES,
+            {
+                "sample_id": np.concatenate([dataset.train.sample_ids, dataset.test.sample_ids]),
+                "split": np.array(["train"] * len(train) + ["test"] * len(test)),
+                "label": np.concatenate([dataset.train.labels.numpy(), dataset.test.labels.numpy()]),
+                "embedding": np.concatenate([train, test]),
+            },
+            path,
+            params_hash=stage_hash(params, "features"),
+            data_fingerprint=dataset.fingerprint,
+            extractor=params.features.extractor,
+        )
+        tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute})
     return compute
 
 
@@ -145,7 +163,7 @@ def model_cache_path(params: Params, dataset: ImageDataset, model: ScoringModel)
     return params.output("cache", "scoring", key, f"{model.name}.parquet")
 
 
-def _write_record(params: Params, dataset: ImageDataset, record: ModelRecord, path: Path) -> None:
+def _write_record(params: Params, dataset: ImageDataset, record: ModelRecord, path: Path, batch_size: int) -> None:
     epochs, n, classes = record.logits.shape
     write_table(
         MODEL_OUTPUTS,
@@ -166,6 +184,7 @@ def _write_record(params: Params, dataset: ImageDataset, record: ModelRecord, pa
         trained_on=base64.b64encode(np.packbits(record.trained_on)).decode(),
         train_seconds=f"{record.train_seconds:.3f}",
         record_seconds=f"{record.record_seconds:.3f}",
+        batch_size=str(batch_size),  # smaller than scoring.recipe.batch_size after an out-of-memory retry
     )
 
 
@@ -200,22 +219,24 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel) ->
     if path.is_file():
         logger.info(f"[scores] {model.name} already recorded: {path}")
         return str(path), 0.0
-    run_id = tracker.child(f"scores/{model.name}", stage="scores", kind=model.kind, repeat=str(model.repeat), fold=str(model.fold))
-    on_epoch = _epoch_logger(tracker, run_id, f"[scores] {model.name}", params.scoring.recipe.epochs)
-    record = train_scoring_model(dataset, model, params.scoring, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
-    compute = time.perf_counter() - started
-    _write_record(params, dataset, record, path)
-    tracker.log_metrics(
-        run_id,
-        {
-            "compute_seconds": compute,
-            "train_seconds": record.train_seconds,
-            "record_seconds": record.record_seconds,
-            "trained_on": int(record.trained_on.sum()),
-            "scored": len(record.sample_ids),
-        },
-    )
-    tracker.finish(run_id)
+    with tracker.child_run(f"scores/{model.name}", stage="scores", kind=model.kind, repeat=str(model.repeat), fold=str(model.fold)) as run_id:
+        on_epoch = _epoch_logger(tracker, run_id, f"[scores] {model.name}", params.scoring.recipe.epochs)
+        record, used = _shrinking_on_oom(
+            params, tracker, run_id, f"scores {model.name}", lambda p: p.scoring.recipe.batch_size,
+            lambda p: train_scoring_model(dataset, model, p.scoring, seed=params.seed, device=pick_device(), on_epoch=on_epoch),
+        )
+        compute = time.perf_counter() - started
+        _write_record(params, dataset, record, path, used.scoring.recipe.batch_size)
+        tracker.log_metrics(
+            run_id,
+            {
+                "compute_seconds": compute,
+                "train_seconds": record.train_seconds,
+                "record_seconds": record.record_seconds,
+                "trained_on": int(record.trained_on.sum()),
+                "scored": len(record.sample_ids),
+            },
+        )
     return str(path), compute
 
 
@@ -276,55 +297,46 @@ def objective_from(select: SelectParams) -> UnseenObjective:
     )
 
 
-def _train_embeddings(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train sample_ids, train embeddings, test embeddings) from the features table, checked against this run."""
-    path = params.output("features.parquet")
-    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "features"))
-    split = table.column("split").to_numpy(zero_copy_only=False)
-    ids = table.column("sample_id").to_numpy()
-    embedding = list_column(table, "embedding")
-    finite_or_raise(path, "embedding", embedding, ids)
-    train = split == "train"
-    return ids[train], embedding[train], embedding[~train]
+@task(name="step-scoring", cache_policy=NO_CACHE, tags=["gpu"])
+def step_scoring_task(params: Params, tracker: Tracker, step: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-step UNSEEN, one step: a scoring model trained on the coreset so far scores the rest (on a worker under Dask)."""
+    set_torch_threads(params.orchestration)
+    dataset = dataset_for(params)
+    with tracker.child_run(f"select/step-{step}", stage="select", step=str(step)) as run_id:
+        on_epoch = _epoch_logger(tracker, run_id, f"[select] step {step}/{params.select.steps} scoring model", params.scoring.recipe.epochs)
+        (scores, record), _ = _shrinking_on_oom(
+            params, tracker, run_id, f"select step {step}", lambda p: p.scoring.recipe.batch_size,
+            lambda p: score_step(dataset, step, kept, p.scoring, params.select.score.rpartition("_")[0], seed=params.seed, device=pick_device(), on_epoch=on_epoch),
+        )
+        tracker.log_metrics(run_id, {"trained_on": int(record.trained_on.sum()), "scored": len(record.sample_ids)})
+    return scores, record.trained_on
 
 
 def _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget):
-    """Multi-step UNSEEN, with a child run (and progress lines) for each step's scoring model."""
+    """Multi-step UNSEEN: the selection runs here, each step's scoring model in a task of its own (mapped onto workers)."""
     if not np.array_equal(score_ids, dataset.train.sample_ids):
         raise TableError(f"{params.output('scores.parquet')}: its sample_ids are not the train split's; rerun the scores stage")
-    runs: dict[int, str] = {}
 
-    def on_epoch(step: int):
-        runs[step] = tracker.child(f"select/step-{step}", stage="select", step=str(step))
-        return _epoch_logger(tracker, runs[step], f"[select] step {step}/{params.select.steps} scoring model", params.scoring.recipe.epochs)
+    def scorer(step: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return map_on_workers(_with_retries(params, step_scoring_task), unmapped(params), unmapped(tracker), [step], [kept]).result()[0]
 
     def on_step(report: StepReport) -> None:
         get_run_logger().info(f"[select] step {report.step}/{params.select.steps}: coreset grows to {report.size}")
-        if report.record is not None:
-            tracker.log_metrics(runs[report.step], {"coreset_size": report.size, "trained_on": int(report.record.trained_on.sum()), "scored": len(report.record.sample_ids)})
-            tracker.finish(runs[report.step])
+        tracker.log_metrics(tracker.run_id, {"multistep_coreset_size": report.size}, step=report.step)
 
     return incremental_coreset(
-        dataset, features, oriented, budget, steps=params.select.steps, schedule=params.select.step_schedule, scoring=params.scoring,
-        score_name=params.select.score.rpartition("_")[0], objective=objective_from(params.select),
-        pool_features=test_embedding if params.select.target_pool == "test" else None, seed=params.seed, device=pick_device(),
-        on_step=on_step, on_epoch=on_epoch,
+        features, dataset.train.labels.numpy(), oriented, budget, scorer, steps=params.select.steps, schedule=params.select.step_schedule,
+        num_classes=dataset.num_classes, objective=objective_from(params.select),
+        pool_features=test_embedding if params.select.target_pool == "test" else None, seed=params.seed, on_step=on_step,
     )
 
 
-@task(name="select", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="select", cache_policy=NO_CACHE)  # CPU work; multi-step scoring runs in gpu-tagged step tasks
 def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, float]]:
     dataset = dataset_for(params)
-    train_ids, train_embedding, test_embedding = _train_embeddings(params, dataset)
-    scores_path = params.output("scores.parquet")
-    scores = read_table(SCORES, scores_path, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "scores"))
-    score_ids = scores.column("sample_id").to_numpy()
-    if params.select.score not in scores.column_names:
-        raise TableError(f"{scores_path}: no column {params.select.score!r}; add its score to scoring.scores and rerun the scores stage")
-    values = scores.column(params.select.score).to_numpy()
-    finite_or_raise(scores_path, params.select.score, values, score_ids)
+    train_ids, train_embedding, test_embedding = features_input(params, dataset)
+    score_ids, labels, values = scores_input(params, dataset)
     features = train_embedding[positions_of(train_ids, score_ids, f"{params.output('features.parquet')} (train rows)")]
-    labels = scores.column("label").to_numpy().astype(np.int64)
     budget = budget_for(len(score_ids), params.select.prune_ratio)
 
     started = time.perf_counter()
@@ -433,26 +445,31 @@ def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, flo
     """Train the target model from scratch on the coreset ('coreset') or on the same-size random subset ('random')."""
     set_torch_threads(params.orchestration)
     dataset = dataset_for(params)
-    table = read_table(CORESET, params.output("coreset.parquet"), data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "select"))
+    table = coreset_input(params, dataset)
     chosen = table.column("selected" if subset == "coreset" else "random_selected").to_numpy(zero_copy_only=False)
     sample_ids = table.column("sample_id").to_numpy()[chosen]
-    run_id = tracker.child(f"retrain/{subset}", stage="retrain", subset=subset)
+    train_split = dataset.train.take(positions_of(dataset.train.sample_ids, sample_ids, "the train split"))
     recipe = params.retrain.recipe
-    started = time.perf_counter()
-    on_epoch = _epoch_logger(tracker, run_id, f"[retrain] {subset}", recipe.epochs)
-    model = train_model(dataset, dataset.train.take(positions_of(dataset.train.sample_ids, sample_ids, 'the train split')), recipe, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
-    test_accuracy = accuracy(predict_logits(model, dataset, dataset.test.images, batch_size=params.retrain.batch_size_eval), dataset.test.labels)
-    compute = time.perf_counter() - started
-    tracker.log_metrics(run_id, {"test_accuracy": test_accuracy, "train_size": len(sample_ids), "compute_seconds": compute})
-    result = {"test_accuracy": test_accuracy, "train_size": float(len(sample_ids)), "compute_seconds": compute}
-    if subset == "coreset":
-        model = model.cpu()
-        save_model(
-            params.output("model.pt"), model, model_name=recipe.model, classes=dataset.classes, image_shape=dataset.image_shape,
-            mean=dataset.mean, std=dataset.std, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "retrain"),
-        )
-        result["model_version"] = float(_register(params, tracker, run_id, PixelClassifier(model, dataset.mean, dataset.std).eval(), dataset))
-    tracker.finish(run_id)
+    with tracker.child_run(f"retrain/{subset}", stage="retrain", subset=subset) as run_id:
+        started = time.perf_counter()
+        on_epoch = _epoch_logger(tracker, run_id, f"[retrain] {subset}", recipe.epochs)
+
+        def train_and_test(p: Params):
+            model = train_model(dataset, train_split, p.retrain.recipe, seed=params.seed, device=pick_device(), on_epoch=on_epoch)
+            logits = predict_logits(model, dataset, dataset.test.images, batch_size=p.retrain.batch_size_eval)
+            return model, accuracy(logits, dataset.test.labels)
+
+        (model, test_accuracy), _ = _shrinking_on_oom(params, tracker, run_id, f"retrain {subset}", lambda p: p.retrain.recipe.batch_size, train_and_test)
+        compute = time.perf_counter() - started
+        tracker.log_metrics(run_id, {"test_accuracy": test_accuracy, "train_size": len(sample_ids), "compute_seconds": compute})
+        result = {"test_accuracy": test_accuracy, "train_size": float(len(sample_ids)), "compute_seconds": compute}
+        if subset == "coreset":
+            model = model.cpu()
+            save_model(
+                params.output("model.pt"), model, model_name=recipe.model, classes=dataset.classes, image_shape=dataset.image_shape,
+                mean=dataset.mean, std=dataset.std, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "retrain"),
+            )
+            result["model_version"] = float(_register(params, tracker, run_id, PixelClassifier(model, dataset.mean, dataset.std).eval(), dataset))
     return result
 
 

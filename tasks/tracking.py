@@ -7,8 +7,11 @@ and tasks run on worker threads or other processes.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,37 @@ from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from unseen.config import Params
+
+PROBE_TIMEOUT_SECONDS = 5
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store named in params cannot be used; raised before a run does any work."""
+
+
+def check_tracking(uri: str) -> None:
+    """Refuse a tracking store that is not there, in seconds and without writing anything.
+
+    MLflow's own client retries an unreachable server for minutes and creates a SQLite file on first use, so a run
+    would either hang or leave a store behind before failing. An http(s) server must answer its /health endpoint;
+    a SQLite file's folder must exist and be writable. Other stores are left to MLflow.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_SECONDS) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"tracking.uri={uri}: the MLflow tracking server does not answer ({getattr(exc, 'reason', exc)}); "
+                "start it (mlflow server ...) or set tracking.uri to another store, e.g. sqlite:///mlflow.db. Nothing was run"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(
+                f"tracking.uri={uri}: folder {folder} does not exist or is not writable; create it or set tracking.uri "
+                "to another store. Nothing was run"
+            )
 
 
 def git_commit() -> str:
@@ -64,6 +98,17 @@ class Tracker:
 
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    @contextlib.contextmanager
+    def child_run(self, name: str, **tags: str) -> Iterator[str]:
+        """A child run that ends FINISHED, or FAILED if the block raises (a task attempt that Prefect will retry)."""
+        run_id = self.child(name, **tags)
+        try:
+            yield run_id
+        except BaseException:
+            self.finish(run_id, failed=True)
+            raise
+        self.finish(run_id)
 
     @contextlib.contextmanager
     def active(self, run_id: str) -> Iterator[None]:

@@ -36,14 +36,14 @@ def _run_like_the_cli(tmp, fashion_root, orchestration: dict):
     from unseen.cli import _flow_with_runner
 
     tmp.mkdir()
-    params_file = write_params(tmp / "params.yaml", tiny_params(tmp, fashion_root, orchestration=orchestration))
+    params_file = write_params(tmp / "params.yaml", tiny_params(tmp, fashion_root, orchestration=orchestration, select={"steps": 2}))
     state = _flow_with_runner(prune, load_params(params_file))(params_file=str(params_file), return_state=True)
     return state.result(), state.state_details.flow_run_id
 
 
 @pytest.fixture(scope="module")
 def local_and_dask(tmp_path_factory, fashion_root, prefect_api, cluster, torch_threads_restored):
-    """The same params (torch_threads: 1 everywhere, so CPU reductions split alike) run locally and on the cluster."""
+    """The same params (torch_threads: 1 everywhere, so CPU reductions split alike; 2-step UNSEEN) run locally and on the cluster."""
     tmp = tmp_path_factory.mktemp("dask")
     base = {"retries": 0, "retry_delay_seconds": 0, "max_workers": 2, "torch_threads": 1}
     started = time.perf_counter()
@@ -77,7 +77,7 @@ def test_workers_report_to_the_flows_prefect_api(local_and_dask, cluster):
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     names = sorted(run.name.rsplit("-", 1)[0] for run in runs if run.state.is_completed())
-    assert names.count("scoring-model") == 3 and names.count("retrain") == 2, names
+    assert names.count("scoring-model") == 3 and names.count("step-scoring") == 1 and names.count("retrain") == 2, names
 
     # the mapped tasks ran in the workers: each loaded the data set there (by path), and torch has 1 thread per worker
     with distributed.Client(cluster) as client:
@@ -94,11 +94,11 @@ def test_workers_log_every_child_run_to_the_sqlite_store(local_and_dask):
     parent = client.get_run(result["run_id"])
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
     assert sorted(run.info.run_name for run in children) == [
-        "features", "retrain/coreset", "retrain/random", "scores/seen_r0", "scores/unseen_r0_f0", "scores/unseen_r0_f1"
+        "features", "retrain/coreset", "retrain/random", "scores/seen_r0", "scores/unseen_r0_f0", "scores/unseen_r0_f1", "select/step-2"
     ]
     assert {run.info.status for run in children} == {"FINISHED"}
     for run in children:
-        if run.info.run_name.startswith(("scores/", "retrain/")):
+        if run.info.run_name.startswith(("scores/", "retrain/", "select/")):
             assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2, run.info.run_name
     assert client.get_model_version_by_alias("tiny-coreset-model", "current").run_id in {run.info.run_id for run in children}
 

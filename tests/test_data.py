@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import gzip
 import pickle
-import re
-import shutil
 import struct
 from pathlib import Path
 
@@ -200,25 +198,6 @@ def test_place_system_fashion_mnist_needs_all_four_files(tmp_path, system_dir):
     assert not (root / "FashionMNIST").exists()
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10", "cifar100"])
-def test_missing_files_without_download_name_the_root(tmp_path, name):
-    """No files and download=false: a DataError that says where the files were expected."""
-    root = tmp_path / "empty-root"
-    root.mkdir()
-    with pytest.raises(DataError, match=re.escape(str(root))):
-        load_dataset(params(name, root))
-
-
-def test_truncated_gz_in_system_dir_is_a_data_error(tmp_path, system_dir):
-    """A damaged package file must surface as a DataError, not as gzip's EOFError."""
-    write_fashion_system_dir(system_dir, fashion_arrays())
-    damaged = system_dir / "train-images-idx3-ubyte.gz"
-    damaged.write_bytes(damaged.read_bytes()[:200])
-
-    with pytest.raises(DataError):
-        load_dataset(params("fashion-mnist", tmp_path / "root"))
-
-
 def test_truncated_gz_leaves_no_partial_raw_file(tmp_path, system_dir):
     """Unpacking is atomic: a truncated .gz never leaves a half-written idx file that would later look valid."""
     write_fashion_system_dir(system_dir, fashion_arrays())
@@ -231,18 +210,6 @@ def test_truncated_gz_leaves_no_partial_raw_file(tmp_path, system_dir):
     raw = root / "FashionMNIST" / "raw"
     assert not (raw / "train-images-idx3-ubyte").exists()
     assert [p.name for p in raw.iterdir() if p.name.endswith(".tmp")] == []
-
-
-@pytest.mark.parametrize("damaged", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
-def test_truncated_idx_in_raw_is_a_data_error(tmp_path, damaged):
-    """An idx file cut short (header promises more than the payload holds) is a DataError naming the root."""
-    root = tmp_path / "root"
-    raw = write_fashion_raw(root, fashion_arrays())
-    path = raw / damaged
-    path.write_bytes(path.read_bytes()[:-7])
-
-    with pytest.raises(DataError, match=re.escape(str(root))):
-        load_dataset(params("fashion-mnist", root))
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -280,22 +247,6 @@ def test_cifar_round_trips_pixels_and_labels(tmp_path, name):
     assert ds.mean == pytest.approx(tuple(expected_mean), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_cifar_checksums_refuse_generated_batches(tmp_path, name):
-    """verify_checksums=true rejects batches whose MD5 is not the official one (and download=false cannot fix it)."""
-    write_cifar(tmp_path, name, cifar_arrays(name, n_train_per_file=2, n_test=2))
-    with pytest.raises(DataError, match=re.escape(str(tmp_path))):
-        load_dataset(params(name, tmp_path, verify_checksums=True))
-
-
-def test_cifar_garbage_batch_is_a_data_error(tmp_path):
-    """A batch that is not a pickle is reported as a DataError that says to fetch the files again."""
-    base = write_cifar(tmp_path, "cifar10", cifar_arrays("cifar10", n_train_per_file=2, n_test=2))
-    (base / "data_batch_3").write_bytes(b"this is not a pickle")
-    with pytest.raises(DataError, match="cannot read the files"):
-        load_dataset(params("cifar10", tmp_path, verify_checksums=False))
-
-
 # --------------------------------------------------------------------------- ImageFolder
 
 
@@ -319,42 +270,6 @@ def test_image_folder_loads_sorted_classes_and_stable_ids(tmp_path):
         np.testing.assert_array_equal(split.sample_ids, np.arange(len(ordered)))
         np.testing.assert_array_equal(getattr(again, part).sample_ids, split.sample_ids)
     assert again.fingerprint == ds.fingerprint
-
-
-def test_image_folder_class_mismatch_names_both_folders(tmp_path):
-    """train/ and test/ with different class folders would mislabel test samples: refuse, naming both."""
-    write_image_folder(tmp_path, {"train": {"ant": 1, "bee": 1}, "test": {"ant": 1, "cat": 1}})
-    with pytest.raises(DataError) as info:
-        load_dataset(params("imagefolder", tmp_path))
-    message = str(info.value)
-    assert str(tmp_path / "train") in message
-    assert str(tmp_path / "test") in message
-
-
-def test_image_folder_unreadable_image_names_the_file(tmp_path):
-    """Garbage bytes behind a .png name: a DataError that points at that file."""
-    write_image_folder(tmp_path, {"train": {"ant": 2, "bee": 2}, "test": {"ant": 1, "bee": 1}})
-    broken = tmp_path / "train" / "bee" / "broken.png"
-    broken.write_bytes(b"\x00garbage, not a png\xff" * 4)
-    with pytest.raises(DataError, match=re.escape(str(broken))):
-        load_dataset(params("imagefolder", tmp_path))
-
-
-@pytest.mark.parametrize("missing", ["train", "test"])
-def test_image_folder_missing_split_folder(tmp_path, missing):
-    """Both train/ and test/ are required; the error names the missing one."""
-    write_image_folder(tmp_path, {"train": {"ant": 1}, "test": {"ant": 1}})
-    shutil.rmtree(tmp_path / missing)
-    with pytest.raises(DataError, match=re.escape(str(tmp_path / missing))):
-        load_dataset(params("imagefolder", tmp_path))
-
-
-def test_image_folder_mixed_sizes_is_a_data_error(tmp_path):
-    """Images of different sizes cannot be stacked: a DataError asking to resize, not a torch.stack error."""
-    write_image_folder(tmp_path, {"train": {"ant": 2}, "test": {"ant": 1}})
-    write_png(tmp_path / "train" / "ant" / "big.png", np.zeros((9, 8, 3), dtype=np.uint8))
-    with pytest.raises(DataError, match="differ in size"):
-        load_dataset(params("imagefolder", tmp_path))
 
 
 # --------------------------------------------------------------------------- stratified subsets
@@ -411,15 +326,6 @@ def test_subset_just_below_the_split_size(hundred):
     assert len(ds.train) == 95
 
 
-def test_subset_smaller_than_class_count_is_a_data_error(tmp_path):
-    """train_subset=50 on a 100-class set cannot be stratified: say so as a DataError naming the setting."""
-    arrays = cifar_arrays("cifar100", n_train_per_file=200, n_test=10)
-    arrays["train"][0] = (arrays["train"][0][0], [k % 100 for k in range(200)])
-    write_cifar(tmp_path, "cifar100", arrays)
-    with pytest.raises(DataError, match="train_subset"):
-        load_dataset(params("cifar100", tmp_path, verify_checksums=False, train_subset=50))
-
-
 # --------------------------------------------------------------------------- fingerprint
 
 
@@ -449,23 +355,3 @@ def test_fingerprint_changes_with_a_label(tmp_path):
     assert load_dataset(params("fashion-mnist", tmp_path / "a")).fingerprint != load_dataset(params("fashion-mnist", tmp_path / "b")).fingerprint
 
 
-# --------------------------------------------------------------------------- labels out of range
-
-
-def test_fashion_label_out_of_range_names_the_sample(tmp_path):
-    """An idx label of 12 (only 10 classes) is refused, naming the first bad sample_id."""
-    arrays = fashion_arrays()
-    arrays["train_labels"][7] = 12
-    arrays["train_labels"][11] = 200
-    write_fashion_raw(tmp_path, arrays)
-    with pytest.raises(DataError, match=r"2 train labels outside 0\.\.9, first at sample_id 7\b"):
-        load_dataset(params("fashion-mnist", tmp_path))
-
-
-def test_cifar_label_out_of_range_names_the_sample(tmp_path):
-    """A CIFAR-10 test label of 10 is refused, naming the split and the sample_id."""
-    arrays = cifar_arrays("cifar10", n_train_per_file=2, n_test=5)
-    arrays["test"][1][3] = 10
-    write_cifar(tmp_path, "cifar10", arrays)
-    with pytest.raises(DataError, match=r"1 test labels outside 0\.\.9, first at sample_id 3\b"):
-        load_dataset(params("cifar10", tmp_path, verify_checksums=False))

@@ -1,10 +1,9 @@
 """Tables: one schema each, atomic writes, provenance checks on read."""
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
-from unseen.tables import CORESET, SCORES, TableError, finite_or_raise, positions_of, read_table, write_table
+from unseen.tables import SCORES, TableError, positions_of, read_table, write_table
 
 
 def _scores(n=5):
@@ -31,31 +30,6 @@ def test_more_score_columns_fit_without_a_new_schema(tmp_path):
     assert "forgetting_seen" in table.column_names and "aum_unseen_std" in table.column_names
 
 
-@pytest.mark.parametrize(
-    ("check", "message"),
-    [
-        ({"data_fingerprint": "other"}, "other data"),
-        ({"params_hash": "other"}, "other params"),
-    ],
-)
-def test_mismatched_provenance_is_refused(tmp_path, check, message):
-    path = write_table(SCORES, _scores(), tmp_path / "scores.parquet", params_hash="abc", data_fingerprint="fp")
-    with pytest.raises(TableError, match=message):
-        read_table(SCORES, path, **check)
-
-
-def test_wrong_table_kind_and_old_schema_version_are_refused(tmp_path):
-    path = write_table(SCORES, _scores(), tmp_path / "scores.parquet", params_hash="abc", data_fingerprint="fp")
-    with pytest.raises(TableError, match="expected 'coreset'"):
-        read_table(CORESET, path)
-    table = pq.read_table(path)
-    meta = dict(table.schema.metadata)
-    meta[b"unseen.schema_version"] = b"0"
-    pq.write_table(table.replace_schema_metadata(meta), path)
-    with pytest.raises(TableError, match="schema version"):
-        read_table(SCORES, path)
-
-
 def test_duplicate_ids_and_foreign_columns_are_not_written(tmp_path):
     columns = _scores()
     columns["sample_id"] = np.array([0, 1, 1, 2, 3])
@@ -64,12 +38,6 @@ def test_duplicate_ids_and_foreign_columns_are_not_written(tmp_path):
     with pytest.raises(TableError, match="not part of the schema"):
         write_table(SCORES, {**_scores(), "Bad Column": np.zeros(5)}, tmp_path / "s.parquet", params_hash="h", data_fingerprint="f")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_non_finite_values_name_count_and_first_sample():
-    values = np.array([0.1, np.nan, 0.3, np.inf])
-    with pytest.raises(TableError, match=r"2 rows .* first at sample_id 11"):
-        finite_or_raise("scores.parquet", "el2n_unseen", values, np.array([10, 11, 12, 13]))
 
 
 def test_positions_of_finds_ids_and_names_a_missing_one():

@@ -1,4 +1,4 @@
-"""Command line: `unseen run`, `unseen stage NAME`, `unseen schedule`; flows are imported only when needed."""
+"""Command line: `unseen run`, `unseen stage NAME`, `unseen schedule`, `unseen bench`, `unseen bench-report`; flows are imported only when needed."""
 
 from __future__ import annotations
 
@@ -21,15 +21,16 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="overri
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from tasks.tracking import TrackingError
     from unseen.data import DataError
     from unseen.features import FeatureError
     from unseen.tables import TableError
 
-    return (ParamsError, DataError, TableError, FeatureError)
+    return (ParamsError, DataError, TableError, FeatureError, TrackingError)
 
 
 def _fail(exc: Exception) -> None:
-    errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)  # unwrapped: paths stay whole
     raise typer.Exit(2)
 
 
@@ -98,9 +99,14 @@ def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) 
     overrides = overrides or []
     try:
         params = load_params(params_file, overrides)
-        from flows.prune import prune
+        from flows.server import temporary_api_server
 
-        result = _flow_with_runner(prune, params)(params_file=params_file, overrides=overrides)
+        with temporary_api_server() as server:  # starts now, ready while the imports below run
+            from flows.prune import preflight, prune
+
+            preflight(params, STAGES)  # refuse bad input before the flow starts: a short message, nothing written
+            server.wait_ready()
+            result = _flow_with_runner(prune, params)(params_file=params_file, overrides=overrides)
     except _user_errors() as exc:
         _fail(exc)
     _print_summary(result, time.perf_counter() - STARTED)
@@ -118,9 +124,15 @@ def stage(
         _fail(ParamsError(f"unknown stage {name!r}; use one of: {', '.join(STAGES)}"))
     try:
         params = load_params(params_file, overrides)
-        from flows.prune import stage as stage_flow
+        from flows.server import temporary_api_server
 
-        result = _flow_with_runner(stage_flow, params)(name=name, params_file=params_file, overrides=overrides)
+        with temporary_api_server() as server:
+            from flows.prune import preflight
+            from flows.prune import stage as stage_flow
+
+            preflight(params, (name,))
+            server.wait_ready()
+            result = _flow_with_runner(stage_flow, params)(name=name, params_file=params_file, overrides=overrides)
     except _user_errors() as exc:
         _fail(exc)
     _print_summary(result, time.perf_counter() - STARTED)
@@ -142,6 +154,40 @@ def schedule(
     from flows.schedule import serve_prune
 
     serve_prune(name=name, cron=cron, params_file=params_file, overrides=overrides)
+
+
+ConfigOption = Annotated[str, typer.Option("--config", "-c", help="sweep file, e.g. benchmarks/cpu.yaml")]
+
+
+@app.command()
+def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
+    """Run (or resume) a benchmark sweep: methods x prune ratios x seeds, results in benchmarks/results/<name>.parquet."""
+    try:
+        from unseen.benchmark import load_sweep, seed_params
+
+        sweep = load_sweep(config)
+        from flows.benchmark import benchmark
+
+        result = _flow_with_runner(benchmark, seed_params(sweep, sweep.seeds[0]))(config_file=config)
+    except _user_errors() as exc:
+        _fail(exc)
+    console.print(
+        f"{len(result['rows'])} cells: {result['trained']} trained now, {result['cached']} from earlier runs; "
+        f"{result['wall_seconds']:.1f} s -> {sweep.results_table}\nreport: .venv/bin/unseen bench-report --config {config}"
+    )
+
+
+@app.command("bench-report")
+def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
+    """Generate the benchmark report (docs/benchmarks.md and its figures) from the sweep's results table."""
+    try:
+        from unseen.benchmark import load_sweep
+        from unseen.benchmark_report import write_report
+
+        path = write_report(load_sweep(config), config)
+    except _user_errors() as exc:
+        _fail(exc)
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

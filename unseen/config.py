@@ -73,9 +73,15 @@ class ScoringParams(_Section):
     def _scores_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("list at least one score, e.g. [el2n]")
+        from unseen.scores import resolve_score
+
         for entry in value:
             if not re.fullmatch(r"[a-z][a-z0-9_]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
                 raise ValueError(f"{entry!r} is neither a score name nor 'package.module:function'")
+            try:  # an unknown name is refused now, not after every scoring model has trained
+                resolve_score(entry)
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix("scoring.scores: ")) from None
         return value
 
     @property
@@ -159,6 +165,7 @@ class OrchestrationParams(_Section):
     max_workers: int = Field(1, ge=1)
     task_runner: Literal["local", "dask"] = "local"
     torch_threads: int | None = Field(None, ge=1)
+    min_batch_size: int = Field(8, ge=1)
     dask: DaskParams = DaskParams()
 
 
@@ -193,6 +200,22 @@ class Params(_Section):
     def output(self, *parts: str) -> Path:
         """A path under the outputs folder."""
         return Path(self.outputs, *parts)
+
+    def with_halved_batches(self) -> "Params | None":
+        """Every training and inference batch size halved, none below `orchestration.min_batch_size`: the retry after
+        an out-of-memory error. None when all of them are already at the floor (nothing smaller to try)."""
+        floor = self.orchestration.min_batch_size
+        tree = self.model_dump()
+        recipes = [tree["features"]["proxy"], tree["scoring"]["recipe"], tree["retrain"]["recipe"]]
+        fields = [(r, "batch_size") for r in recipes] + [
+            (tree["features"], "batch_size"), (tree["scoring"], "batch_size"), (tree["retrain"], "batch_size_eval")
+        ]
+        changed = False
+        for section, key in fields:
+            smaller = max(floor, section[key] // 2)
+            changed |= smaller < section[key]
+            section[key] = min(section[key], smaller)
+        return type(self).model_validate(tree) if changed else None
 
     def section_hash(self, *sections: str) -> str:
         """Short hash of the named top-level sections: what a stage's output depends on."""

@@ -124,6 +124,10 @@ def _load_torchvision(params: DataParams, root: Path) -> tuple[list[str], Split,
         try:
             dataset = cls(str(root), train=train, download=params.download)
         except RuntimeError as exc:
+            if "not found" not in str(exc):  # torchvision's word for missing files (or, for CIFAR, a checksum mismatch)
+                raise DataError(
+                    f"{params.name}: cannot read the files under {root}: {exc}. Delete the damaged files and fetch them again"
+                ) from None
             raise DataError(
                 f"{params.name}: no usable files under {root} ({exc}). Set data.download=true to fetch them, "
                 f"or place the official files in {root} (for fashion-mnist: apt-get install dataset-fashion-mnist)"
@@ -146,8 +150,8 @@ def _load_image_folder(params: DataParams, root: Path) -> tuple[list[str], Split
             raise DataError(f"imagefolder: {folder} does not exist; the tree needs train/<class>/* and test/<class>/*")
         try:
             dataset = datasets.ImageFolder(str(folder))
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise DataError(f"imagefolder: {folder}: {exc}") from None
+        except (FileNotFoundError, RuntimeError) as exc:  # no class folders, or a class folder without images
+            raise DataError(f"imagefolder: {folder}: {exc}; every class folder needs images (remove empty ones from train/ and test/)") from None
         if classes is not None and dataset.classes != classes:
             raise DataError(
                 f"imagefolder: class folders differ between {root / 'train'} ({classes}) and {folder} ({dataset.classes}); "
@@ -174,8 +178,10 @@ def _subset(split: Split, size: int | None, seed: int, setting: str, num_classes
     labels = split.labels.numpy()
     try:
         per_class = class_budgets(labels, size, num_classes)
-    except ValueError as exc:
-        raise DataError(f"data.{setting}={size}: {exc}") from None
+    except ValueError:
+        present = len(np.unique(labels))
+        raise DataError(f"data.{setting}={size}: a stratified subset keeps at least one sample of each of the {present} classes; "
+                        f"set it to {present} or more (or null for the whole split)") from None
     return split.take(np.flatnonzero(random_subset(labels, per_class, seed)))
 
 

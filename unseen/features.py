@@ -47,13 +47,18 @@ def _drop_classifier(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_pretrained(model_name: str) -> tuple[nn.Module, object]:
-    """A torchvision classification model with its default weights, from torch's cache or a download."""
+def pretrained_weights(model_name: str):
+    """The default weights of a torchvision classification model (nothing downloaded), or a FeatureError listing the names."""
     try:
-        weights = tv_models.get_model_weights(model_name).DEFAULT
+        return tv_models.get_model_weights(model_name).DEFAULT
     except (ValueError, KeyError):
         names = ", ".join(tv_models.list_models(module=tv_models))
         raise FeatureError(f"features.extractor: unknown torchvision model {model_name!r}; choose one of: {names}") from None
+
+
+def load_pretrained(model_name: str) -> tuple[nn.Module, object]:
+    """A torchvision classification model with its default weights, from torch's cache or a download."""
+    weights = pretrained_weights(model_name)
     try:
         model = tv_models.get_model(model_name, weights=weights)
     except Exception as exc:

@@ -36,50 +36,84 @@ def step_budgets(total: int, steps: int, schedule: str = "equal") -> list[int]:
 class StepReport:
     step: int
     size: int
-    record: ModelRecord | None  # the step's scoring model (None for the first step)
+    trained_on: np.ndarray | None  # what the step's scoring model trained on, in train-split order (None for the first step)
+
+
+StepScorer = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(step, kept) -> (scores of the samples not kept, in train-split order; what the scoring model trained on).
+
+Where the step's scoring model trains is the caller's choice: `local_step_scorer` here, a task on a worker in the flows.
+"""
+
+
+def score_step(
+    dataset: ImageDataset,
+    step: int,
+    kept: np.ndarray,
+    scoring: ScoringParams,
+    score_name: str,
+    *,
+    seed: int = 0,
+    device: torch.device | None = None,
+    on_epoch: EpochLog | None = None,
+) -> tuple[np.ndarray, ModelRecord]:
+    """Train step `step`'s scoring model on the kept samples only and score every other sample (held out by construction)."""
+    record = train_and_record(dataset, ScoringModel("step", step - 1), kept, ~kept, scoring, seed=seed, device=device, on_epoch=on_epoch)
+    return score_record(record, score_name), record
+
+
+def local_step_scorer(
+    dataset: ImageDataset,
+    scoring: ScoringParams,
+    score_name: str,
+    *,
+    seed: int = 0,
+    device: torch.device | None = None,
+    on_epoch: Callable[[int], EpochLog] | None = None,
+) -> StepScorer:
+    """Each step's scoring model trained in this process; `on_epoch(step)` gives that model's epoch callback."""
+
+    def scorer(step: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, record = score_step(dataset, step, kept, scoring, score_name, seed=seed, device=device, on_epoch=on_epoch(step) if on_epoch else None)
+        return scores, record.trained_on
+
+    return scorer
 
 
 def incremental_coreset(
-    dataset: ImageDataset,
     features: np.ndarray,
+    labels: np.ndarray,
     first_scores: np.ndarray,
     budget: int,
+    scorer: StepScorer,
     *,
     steps: int,
     schedule: str,
-    scoring: ScoringParams,
-    score_name: str,
+    num_classes: int,
     objective: UnseenObjective = UnseenObjective(),
     pool_features: np.ndarray | None = None,
     seed: int = 0,
-    device: torch.device | None = None,
     on_step: Callable[[StepReport], None] | None = None,
-    on_epoch: Callable[[int], EpochLog] | None = None,
 ) -> tuple[Coreset, np.ndarray]:
     """(final coreset, step at which each sample joined: 1..steps, -1 = not kept), in train-split order.
 
-    first_scores: held-out difficulty (higher = harder) for step 1. score_name: the registered score that
-    each later step's model computes for the samples it has not trained on.
+    first_scores: held-out difficulty (higher = harder) for step 1; `scorer(step, kept)` scores the rest at each
+    later step with a model trained on the kept samples only.
     """
-    labels = dataset.train.labels.numpy()
     sizes = step_budgets(budget, steps, schedule)
     scores = first_scores.astype(np.float64).copy()
-    kwargs = dict(objective=objective, pool_features=pool_features, num_classes=dataset.num_classes, seed=seed)
+    kwargs = dict(objective=objective, pool_features=pool_features, num_classes=num_classes, seed=seed)
     coreset = select_coreset(scores, features, labels, sizes[0], **kwargs)
     joined = np.where(coreset.selected, 1, -1)
     if on_step is not None:
         on_step(StepReport(1, sizes[0], None))
     for step, size in enumerate(sizes[1:], start=2):
         kept = coreset.selected.copy()
-        model = ScoringModel("step", step - 1)
-        record = train_and_record(
-            dataset, model, kept, ~kept, scoring, seed=seed, device=device, on_epoch=on_epoch(step) if on_epoch else None
-        )
-        if record.trained_on[~kept].any():
+        scores[~kept], trained_on = scorer(step, kept)
+        if trained_on[~kept].any():
             raise ValueError(f"step {step}: the scoring model trained on samples it scores")
-        scores[~kept] = score_record(record, score_name)
         coreset = select_coreset(scores, features, labels, size, already_selected=kept, **kwargs)
         joined[coreset.selected & ~kept] = step
         if on_step is not None:
-            on_step(StepReport(step, size, record))
+            on_step(StepReport(step, size, trained_on))
     return coreset, joined

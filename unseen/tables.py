@@ -22,21 +22,29 @@ class TableError(ValueError):
 @dataclass(frozen=True)
 class TableSpec:
     name: str
+    stage: str  # the stage that writes it: what an error tells the user to rerun
     schema: pa.Schema
     extra_columns: str | None = None  # regex for further float32 columns (more scores fit without a new version)
+
+    @property
+    def rerun(self) -> str:
+        return f"rerun `unseen stage {self.stage}`"
 
 
 FEATURES = TableSpec(
     "features",
+    "features",
     pa.schema([("sample_id", pa.int64()), ("split", pa.string()), ("label", pa.int16()), ("embedding", pa.list_(pa.float32()))]),
 )
 SCORES = TableSpec(
+    "scores",
     "scores",
     pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("folds", pa.list_(pa.int16()))]),  # folds[r]: held out in repeat r
     extra_columns=r"[a-z0-9_]+_(unseen|seen)(_std)?",
 )
 MODEL_OUTPUTS = TableSpec(
     "model_outputs",
+    "scores",
     pa.schema(
         [
             ("sample_id", pa.int64()),
@@ -48,6 +56,7 @@ MODEL_OUTPUTS = TableSpec(
 )
 CORESET = TableSpec(
     "coreset",
+    "select",
     pa.schema(
         [
             ("sample_id", pa.int64()),
@@ -92,16 +101,23 @@ def _columns_for(spec: TableSpec, columns: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def _duplicate_ids(table: pa.Table) -> np.ndarray:
+    """The sample_ids that occur more than once (within a split, for tables that hold both splits), in table order."""
+    ids = table.column("sample_id").to_numpy()
+    split = table.column("split").to_numpy(zero_copy_only=False).astype(str) if "split" in table.column_names else np.zeros(len(ids), str)
+    keys = np.rec.fromarrays([split, ids])
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    return ids[np.sort(first[counts > 1])]
+
+
 def write_table(
     spec: TableSpec, columns: dict[str, np.ndarray], path: str | Path, *, params_hash: str, data_fingerprint: str, **extra_meta: str
 ) -> Path:
     """Write `columns` under `spec`'s schema to `path` atomically, with provenance in the metadata."""
     table = _columns_for(spec, columns)
-    ids = table.column("sample_id").to_numpy()
-    split = table.column("split").to_numpy(zero_copy_only=False) if "split" in table.column_names else np.zeros(len(ids))
-    keys = np.rec.fromarrays([split.astype(str), ids])
-    if len(np.unique(keys)) != len(keys):
-        raise TableError(f"{spec.name}: duplicate sample_ids, refusing to write {path}")
+    duplicated = _duplicate_ids(table)
+    if len(duplicated):
+        raise TableError(f"{spec.name}: {len(duplicated)} duplicate sample_ids, first {duplicated[0]}; refusing to write {path}")
     metadata = {
         "unseen.table": spec.name,
         "unseen.schema_version": SCHEMA_VERSION,
@@ -119,27 +135,30 @@ def read_table(spec: TableSpec, path: str | Path, *, data_fingerprint: str | Non
     """Read a table and check that it is the named kind, of this schema version, from this data (and params)."""
     path = Path(path)
     if not path.is_file():
-        raise TableError(f"{path}: table not found; run the stage that writes it first")
+        raise TableError(f"{path}: table not found; run `unseen stage {spec.stage}` (or `unseen run`) first")
     try:
         table = pq.read_table(path)
     except Exception as exc:
-        raise TableError(f"{path}: not a readable Parquet file ({exc}); delete it and rerun its stage") from None
+        raise TableError(f"{path}: not a readable Parquet file ({exc}); delete it and {spec.rerun}") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if meta.get("unseen.table") != spec.name:
         raise TableError(f"{path}: this is a {meta.get('unseen.table', 'foreign')!r} table, expected {spec.name!r}")
     if meta.get("unseen.schema_version") != SCHEMA_VERSION:
         raise TableError(
-            f"{path}: schema version {meta.get('unseen.schema_version')!r}, this code reads version {SCHEMA_VERSION}; rerun its stage"
+            f"{path}: schema version {meta.get('unseen.schema_version')!r}, this code reads version {SCHEMA_VERSION}; {spec.rerun}"
         )
     for field in spec.schema:
         if field.name not in table.column_names or not table.schema.field(field.name).type.equals(field.type):
-            raise TableError(f"{path}: column {field.name!r} missing or of the wrong type; rerun its stage")
+            raise TableError(f"{path}: column {field.name!r} missing or of the wrong type; {spec.rerun}")
     if data_fingerprint is not None and meta.get("unseen.data_fingerprint") != data_fingerprint:
         raise TableError(
-            f"{path}: made from other data (fingerprint {meta.get('unseen.data_fingerprint')}, current data {data_fingerprint}); rerun its stage"
+            f"{path}: made from other data (fingerprint {meta.get('unseen.data_fingerprint')}, current data {data_fingerprint}); {spec.rerun}"
         )
     if params_hash is not None and meta.get("unseen.params_hash") != params_hash:
-        raise TableError(f"{path}: made with other params (hash {meta.get('unseen.params_hash')}, expected {params_hash}); rerun its stage")
+        raise TableError(f"{path}: made with other params (hash {meta.get('unseen.params_hash')}, expected {params_hash}); {spec.rerun}")
+    duplicated = _duplicate_ids(table)
+    if len(duplicated):
+        raise TableError(f"{path}: {len(duplicated)} sample_ids occur more than once, first {duplicated[0]}; {spec.rerun}")
     return table
 
 
@@ -154,14 +173,22 @@ def list_column(table: pa.Table, name: str) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(column), width)
 
 
-def finite_or_raise(path: str | Path, name: str, values: np.ndarray, sample_ids: np.ndarray) -> None:
+def finite_or_raise(path: str | Path, name: str, values: np.ndarray, sample_ids: np.ndarray, spec: TableSpec) -> None:
     """Refuse NaN or inf values, naming how many and the first sample."""
     bad = ~np.isfinite(values)
     if bad.ndim > 1:
         bad = bad.any(axis=tuple(range(1, bad.ndim)))
     if bad.any():
         first = int(sample_ids[np.flatnonzero(bad)[0]])
-        raise TableError(f"{path}: {int(bad.sum())} rows of {name!r} hold NaN or inf, first at sample_id {first}; rerun its stage")
+        raise TableError(f"{path}: {int(bad.sum())} rows of {name!r} hold NaN or inf, first at sample_id {first}; {spec.rerun}")
+
+
+def same_ids_or_raise(path: str | Path, ids: np.ndarray, expected: np.ndarray, split: str, spec: TableSpec) -> None:
+    """Refuse a table whose sample_ids are not exactly the split's (rows lost or foreign), naming how many and the first."""
+    missing, foreign = np.setdiff1d(expected, ids), np.setdiff1d(ids, expected)
+    for found, what in ((missing, f"of the {split} split are missing"), (foreign, f"are not in the {split} split")):
+        if len(found):
+            raise TableError(f"{path}: {len(found)} sample_ids {what}, first {int(found[0])}; {spec.rerun}")
 
 
 def positions_of(available: np.ndarray, wanted: np.ndarray, where: str) -> np.ndarray:
@@ -173,3 +200,24 @@ def positions_of(available: np.ndarray, wanted: np.ndarray, where: str) -> np.nd
     if missing.any():
         raise TableError(f"{where}: {int(missing.sum())} sample_ids are missing, first {int(wanted[np.flatnonzero(missing)[0]])}")
     return order[found]
+
+
+BENCHMARK_RESULTS = pa.schema(
+    [
+        ("method", pa.string()),  # a sweep method name, or "full" (the whole pool, no selection)
+        ("group", pa.string()),  # baseline | unseen | ablation | full: the report table the row belongs to
+        ("prune_ratio", pa.float64()),  # fraction of the pool removed (0 for full)
+        ("seed", pa.int64()),
+        ("test_accuracy", pa.float64()),
+        ("coreset_size", pa.int64()),
+        ("pool_size", pa.int64()),
+        ("epochs", pa.int64()),  # epochs over the coreset under the sweep's budget rule
+        ("train_seconds", pa.float64()),  # retraining, evaluation excluded
+        ("selection_seconds", pa.float64()),  # the select stage's compute (multi-step: its scoring models too)
+        ("features_seconds", pa.float64()),  # the seed's feature extraction, shared by its cells
+        ("scoring_seconds", pa.float64()),  # the seed's scoring models (seen and held out), shared by its cells
+        ("params_hash", pa.string()),  # hash of the cell's seed, data, features, scoring, select and retrain params
+        ("mlflow_run_id", pa.string()),
+    ]
+)
+"""The benchmark sweep's results (unseen/benchmark.py): one row per (method, prune ratio, seed) cell, not keyed by sample."""

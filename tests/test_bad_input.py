@@ -1,0 +1,368 @@
+"""Every bad input the pipeline refuses, one row each: `unseen run` or `unseen stage NAME` exits 2 with a message that
+names the file, field or sample and says what to do, and not one file appears (no outputs, no MLflow store, no lock).
+
+Each row sets up a working folder (tiny params, Fashion-MNIST, or small data sets written in the official formats,
+or input tables) and runs the real command line in this process; the checks run before Prefect starts, so a row
+takes a fraction of a second. docs/reliability.md lists these rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import unseen.data
+from tests.conftest import tiny_params, write_params
+from tests.test_data import cifar_arrays, fashion_arrays, write_cifar, write_fashion_raw, write_fashion_system_dir, write_image_folder, write_png
+from unseen.cli import app
+from unseen.config import STAGE_PARAMS, load_params
+from unseen.data import place_system_fashion_mnist
+from unseen.tables import CORESET, FEATURES, SCORES, write_table
+
+
+@dataclass
+class Folder:
+    """A case's working folder: its params (a dict until written) and the files it holds."""
+
+    root: Path
+    params: dict
+    system_dir: Path  # stands in for /usr/share/datasets/fashion-mnist
+    args: tuple[str, ...] = ()
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def outputs(self) -> Path:
+        return Path(self.params["outputs"])
+
+    def data(self, name: str, subfolder: str = "data", **settings) -> Path:
+        """Point data.* at a fresh folder of this case (download off)."""
+        root = self.root / subfolder
+        self.params["data"] = {"name": name, "root": str(root), "download": False, **settings}
+        return root
+
+    def write_inputs(self, *, features: dict | None = None, scores: dict | None = None, meta: dict | None = None) -> None:
+        """Valid features.parquet and scores.parquet for these params and data, with columns replaced as given."""
+        from tasks.stages import dataset_for
+
+        params = load_params(write_params(self.params_file, self.params))
+        dataset = dataset_for(params)
+        train, test = dataset.train, dataset.test
+        rng = np.random.default_rng(0)
+        tables = {
+            "features": (FEATURES, {
+                "sample_id": np.concatenate([train.sample_ids, test.sample_ids]),
+                "split": np.array(["train"] * len(train) + ["test"] * len(test)),
+                "label": np.concatenate([train.labels.numpy(), test.labels.numpy()]),
+                "embedding": rng.normal(size=(len(train) + len(test), 4)).astype(np.float32),
+            }),
+            "scores": (SCORES, {
+                "sample_id": train.sample_ids,
+                "label": train.labels.numpy(),
+                "folds": np.zeros((len(train), 1), dtype=np.int16),
+                "el2n_unseen": rng.random(len(train)).astype(np.float32),
+            }),
+        }
+        changes = {"features": features or {}, "scores": scores or {}}
+        for name, (spec, columns) in tables.items():
+            columns = {**columns, **{key: change(columns) for key, change in changes[name].items()}}
+            provenance = {"params_hash": params.section_hash(*STAGE_PARAMS[name]), "data_fingerprint": dataset.fingerprint}
+            provenance.update((meta or {}).get(name, {}))
+            write_table(spec, columns, self.outputs / f"{name}.parquet", **provenance)
+
+
+def setting(section: str, **values) -> Callable[[Folder], None]:
+    def apply(folder: Folder) -> None:
+        folder.params[section] = {**folder.params.get(section, {}), **values}
+
+    return apply
+
+
+def nested(dotted: str, value) -> Callable[[Folder], None]:
+    def apply(folder: Folder) -> None:
+        *parents, leaf = dotted.split(".")
+        node = folder.params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    return apply
+
+
+def args(*extra: str) -> Callable[[Folder], None]:
+    def apply(folder: Folder) -> None:
+        folder.args = extra
+
+    return apply
+
+
+# --------------------------------------------------------------------------- data set writers for the data rows
+
+
+def fashion_truncated_idx(name: str) -> Callable[[Folder], None]:
+    def apply(folder: Folder) -> None:
+        path = write_fashion_raw(folder.data("fashion-mnist"), fashion_arrays()) / name
+        path.write_bytes(path.read_bytes()[:-7])
+
+    return apply
+
+
+def fashion_truncated_gz(folder: Folder) -> None:
+    folder.data("fashion-mnist")
+    write_fashion_system_dir(folder.system_dir, fashion_arrays())
+    damaged = folder.system_dir / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+
+
+def fashion_label_out_of_range(folder: Folder) -> None:
+    arrays = fashion_arrays()
+    arrays["train_labels"][7], arrays["train_labels"][11] = 12, 200
+    write_fashion_raw(folder.data("fashion-mnist"), arrays)
+
+
+def cifar_label_out_of_range(folder: Folder) -> None:
+    arrays = cifar_arrays("cifar10", n_train_per_file=4, n_test=5)
+    arrays["test"][1][3] = 10
+    write_cifar(folder.data("cifar10", verify_checksums=False), "cifar10", arrays)
+
+
+def cifar_garbage_batch(folder: Folder) -> None:
+    base = write_cifar(folder.data("cifar10", verify_checksums=False), "cifar10", cifar_arrays("cifar10", n_train_per_file=4, n_test=4))
+    (base / "data_batch_3").write_bytes(b"this is not a pickle")
+
+
+def cifar_truncated_batch(folder: Folder) -> None:
+    base = write_cifar(folder.data("cifar10", verify_checksums=False), "cifar10", cifar_arrays("cifar10", n_train_per_file=4, n_test=4))
+    batch = base / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:100])
+
+
+def cifar_checksum(name: str) -> Callable[[Folder], None]:
+    def apply(folder: Folder) -> None:
+        write_cifar(folder.data(name, verify_checksums=True), name, cifar_arrays(name, n_train_per_file=4, n_test=4))
+
+    return apply
+
+
+def cifar_small_subset(folder: Folder) -> None:
+    arrays = cifar_arrays("cifar100", n_train_per_file=200, n_test=10)
+    arrays["train"][0] = (arrays["train"][0][0], [k % 100 for k in range(200)])
+    write_cifar(folder.data("cifar100", verify_checksums=False, train_subset=50), "cifar100", arrays)
+
+
+def image_folder(layout: dict, damage: Callable[[Path], None] | None = None) -> Callable[[Folder], None]:
+    def apply(folder: Folder) -> None:
+        root = folder.data("imagefolder")
+        write_image_folder(root, layout)
+        if damage is not None:
+            damage(root)
+
+    return apply
+
+
+TWO_CLASSES = {"train": {"ant": 10, "bee": 10}, "test": {"ant": 2, "bee": 2}}
+
+
+def broken_png(root: Path) -> None:
+    (root / "train" / "bee" / "broken.png").write_bytes(b"\x00garbage, not a png\xff" * 4)
+
+
+def empty_class(root: Path) -> None:
+    (root / "test" / "cat").mkdir()
+    (root / "train" / "cat").mkdir()
+
+
+def bigger_image(root: Path) -> None:
+    write_png(root / "train" / "ant" / "big.png", np.zeros((9, 8, 3), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- table writers for the table rows
+
+
+def other_schema_version(folder: Folder) -> None:
+    folder.write_inputs()
+    path = folder.outputs / "scores.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"unseen.schema_version": b"0"}), path)
+
+
+def duplicate_rows(folder: Folder) -> None:
+    folder.write_inputs()
+    path = folder.outputs / "scores.parquet"
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table.slice(5, 2)]), path)
+
+
+def wrong_kind(folder: Folder) -> None:
+    folder.write_inputs()
+    (folder.outputs / "scores.parquet").replace(folder.outputs / "features.parquet")
+
+
+def not_parquet(folder: Folder) -> None:
+    folder.write_inputs()
+    (folder.outputs / "features.parquet").write_bytes(b"PAR1 cut short")
+
+
+def nan_rows(column: str, rows: list[int], value: float) -> Callable[[dict], np.ndarray]:
+    def change(columns: dict) -> np.ndarray:
+        values = columns[column].copy()
+        values[rows] = value
+        return values
+
+    return change
+
+
+def coreset_from_other_params(folder: Folder) -> None:
+    from tasks.stages import dataset_for
+
+    params = load_params(write_params(folder.params_file, folder.params))
+    train = dataset_for(params).train
+    n = len(train)
+    columns = {
+        "sample_id": train.sample_ids, "label": train.labels.numpy(), "selected": np.arange(n) % 2 == 0,
+        "random_selected": np.arange(n) % 2 == 1, "method": np.full(n, "unseen"), "step": np.ones(n, dtype=np.int16),
+        "score": np.zeros(n, dtype=np.float32), "cut_as_hardest": np.zeros(n, dtype=bool), "region": np.zeros(n, dtype=np.int16),
+        "region_budget": np.zeros(n, dtype=np.int32), "class_budget": np.zeros(n, dtype=np.int32),
+        "selection_rank": np.zeros(n, dtype=np.int32), **{term: np.zeros(n, dtype=np.float32) for term in
+                                                         ("importance_term", "alignment_term", "diversity_term", "class_mmd_after")},
+    }
+    write_table(CORESET, columns, folder.outputs / "coreset.parquet", params_hash="0123456789abcdef", data_fingerprint=dataset_for(params).fingerprint)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    command: tuple[str, ...]  # ("run",) or ("stage", NAME)
+    setup: Callable[[Folder], None]
+    expected: tuple[str, ...]  # fragments of the message; "{root}" and "{outputs}" are the case's folders
+
+
+RUN, SELECT = ("run",), ("stage", "select")
+CASES = [
+    # params.yaml
+    Case("unknown key", RUN, setting("select", prune_rato=0.5), ("params.yaml: invalid params", "select.prune_rato: unknown key")),
+    Case("unknown section", RUN, nested("typo_section", {}), ("typo_section: unknown key",)),
+    Case("unknown nested key", RUN, nested("scoring.recipe.epoch", 3), ("scoring.recipe.epoch: unknown key",)),
+    Case("wrong type int", RUN, setting("scoring", folds="two"), ("scoring.folds: Input should be a valid integer",)),
+    Case("wrong type bool", RUN, setting("data", download="maybe"), ("data.download: Input should be a valid boolean",)),
+    Case("wrong type list", RUN, setting("select", prune_ratio=[0.5]), ("select.prune_ratio: Input should be a valid number",)),
+    Case("prune_ratio 0", RUN, setting("select", prune_ratio=0), ("select.prune_ratio: Input should be greater than 0",)),
+    Case("prune_ratio 1", RUN, setting("select", prune_ratio=1), ("select.prune_ratio: Input should be less than 1",)),
+    Case("prune_ratio 1.5", RUN, setting("select", prune_ratio=1.5), ("select.prune_ratio: Input should be less than 1",)),
+    Case("prune_ratio -0.1", RUN, setting("select", prune_ratio=-0.1), ("select.prune_ratio: Input should be greater than 0",)),
+    Case("budget below class count", RUN, setting("select", prune_ratio=0.998),
+         ("select.prune_ratio=0.998: the coreset would keep 4 of 2000 train samples, fewer than the 10 classes", "lower select.prune_ratio")),
+    Case("one fold", RUN, setting("scoring", folds=1), ("scoring.folds: Input should be greater than or equal to 2",)),
+    Case("more folds than smallest class", RUN, setting("scoring", folds=201),
+         ("scoring.folds=201: class 'T-shirt/top' has only 200 train samples", "use at most 200 folds")),
+    Case("empty score list", RUN, setting("scoring", scores=[]), ("scoring.scores: Value error, list at least one score",)),
+    Case("unknown score", RUN, setting("scoring", scores=["el2n", "el3n"]),
+         ("scoring.scores: Value error, unknown score 'el3n'; use one of el2n, grand, loss, entropy, margin, forgetting, aum",)),
+    Case("score function not importable", RUN, setting("scoring", scores=["el2n", "nowhere.module:fn"]), ("cannot import 'nowhere.module:fn'",)),
+    Case("select.score not computed", RUN, lambda f: (setting("scoring", scores=["el2n"])(f), setting("select", score="aum_unseen")(f)),
+         ("select.score 'aum_unseen': 'aum' is not in scoring.scores ['el2n']",)),
+    Case("unknown method", RUN, setting("select", method="topk"), ("select.method: Value error, unknown method 'topk'; use one of: unseen, random,",)),
+    Case("unknown model", RUN, nested("scoring.recipe.model", "vgg16"), ("scoring.recipe.model: Input should be 'small_cnn', 'mlp' or 'resnet18'",)),
+    Case("unknown data set", RUN, setting("data", name="mnist"),
+         ("data.name: Input should be 'fashion-mnist', 'cifar10', 'cifar100' or 'imagefolder'",)),
+    Case("unknown extractor", RUN, setting("features", extractor="resnet18"), ("features.extractor", "proxy, pixels, pretrained:<torchvision model name>")),
+    Case("pretrained without a name", RUN, setting("features", extractor="pretrained:"), ("features.extractor: Value error, unknown extractor",)),
+    Case("unknown pretrained model", RUN, setting("features", extractor="pretrained:resnet9000"),
+         ("unknown torchvision model 'resnet9000'; choose one of:", "resnet18")),
+    Case("not YAML", RUN, lambda f: f.params.__setitem__("__text__", "select: [unclosed"), ("params.yaml: not valid YAML",)),
+    Case("top level not a mapping", RUN, lambda f: f.params.__setitem__("__text__", "- just\n- a list\n"),
+         ("params.yaml: the top level must be a mapping of sections",)),
+    Case("params file missing", RUN, lambda f: f.params.__setitem__("__text__", None), ("params.yaml: params file not found",)),
+    Case("override without value", RUN, args("--set", "select.prune_ratio"), ("--set 'select.prune_ratio': expected KEY=VALUE",)),
+    Case("override without key", RUN, args("--set", "=0.7"), ("--set '=0.7': expected KEY=VALUE",)),
+    Case("override out of range", RUN, args("--set", "select.prune_ratio=1.5"), ("select.prune_ratio: Input should be less than 1",)),
+    Case("unknown stage", ("stage", "train"), lambda f: None, ("unknown stage 'train'; use one of: features, scores, select, retrain",)),
+    Case("tracking server down", RUN, setting("tracking", uri="http://127.0.0.1:9"),
+         ("tracking.uri=http://127.0.0.1:9: the MLflow tracking server does not answer", "Nothing was run")),
+    Case("tracking folder missing", RUN, lambda f: f.params["tracking"].__setitem__("uri", f"sqlite:///{f.root}/no/such/mlflow.db"),
+         ("{root}/no/such does not exist",)),
+    # data
+    Case("data folder missing", RUN, lambda f: f.data("fashion-mnist", subfolder="nowhere"), ("{root}/nowhere", "data.download=true")),
+    Case("cifar10 files missing", ("stage", "features"), lambda f: f.data("cifar10", subfolder="nowhere"), ("{root}/nowhere", "data.download=true")),
+    Case("cifar100 files missing", ("stage", "scores"), lambda f: f.data("cifar100", subfolder="nowhere"), ("{root}/nowhere", "data.download=true")),
+    Case("truncated idx (images)", RUN, fashion_truncated_idx("train-images-idx3-ubyte"), ("fashion-mnist: cannot read the files under {root}/data", "fetch them again")),
+    Case("truncated idx (labels)", RUN, fashion_truncated_idx("t10k-labels-idx1-ubyte"), ("fashion-mnist: cannot read the files under {root}/data",)),
+    Case("truncated gz", RUN, fashion_truncated_gz, ("train-images-idx3-ubyte.gz is damaged", "reinstall it")),
+    Case("cifar batch not a pickle", RUN, cifar_garbage_batch, ("cifar10: cannot read the files under {root}/data", "fetch them again")),
+    Case("cifar batch truncated", RUN, cifar_truncated_batch, ("cifar10: cannot read the files under {root}/data",)),
+    Case("cifar10 checksum differs", RUN, cifar_checksum("cifar10"), ("cifar10: no usable files under {root}/data",)),
+    Case("cifar100 checksum differs", RUN, cifar_checksum("cifar100"), ("cifar100: no usable files under {root}/data",)),
+    Case("subset smaller than class count", RUN, cifar_small_subset, ("data.train_subset=50: a stratified subset keeps at least one sample of each of the 100 classes; set it to 100 or more",)),
+    Case("unreadable image", RUN, image_folder(TWO_CLASSES, broken_png), ("cannot read image {root}/data/train/bee/broken.png", "remove or replace it")),
+    Case("empty class folder", RUN, image_folder(TWO_CLASSES, empty_class), ("{root}/data/train", "cat", "every class folder needs images")),
+    Case("class lists differ", RUN, image_folder({"train": {"ant": 10, "bee": 10}, "test": {"ant": 2, "cat": 2}}),
+         ("class folders differ between {root}/data/train (['ant', 'bee']) and {root}/data/test (['ant', 'cat'])",)),
+    Case("test folder missing", RUN, image_folder({"train": {"ant": 10, "bee": 10}}), ("{root}/data/test does not exist",)),
+    Case("train folder missing", RUN, image_folder({"test": {"ant": 10, "bee": 10}}), ("{root}/data/train does not exist",)),
+    Case("images of two sizes", RUN, image_folder(TWO_CLASSES, bigger_image), ("differ in size", "resize them to one size")),
+    Case("label out of range (idx)", RUN, fashion_label_out_of_range, ("2 train labels outside 0..9, first at sample_id 7",)),
+    Case("label out of range (cifar)", RUN, cifar_label_out_of_range, ("1 test labels outside 0..9, first at sample_id 3",)),
+    # tables
+    Case("input table missing", SELECT, lambda f: None, ("{outputs}/features.parquet: table not found; run `unseen stage features`",)),
+    Case("wrong kind of table", SELECT, wrong_kind, ("{outputs}/features.parquet: this is a 'scores' table, expected 'features'",)),
+    Case("not a Parquet file", SELECT, not_parquet, ("{outputs}/features.parquet: not a readable Parquet file", "delete it and rerun `unseen stage features`")),
+    Case("other schema version", SELECT, other_schema_version,
+         ("{outputs}/scores.parquet: schema version '0', this code reads version 1; rerun `unseen stage scores`",)),
+    Case("other data (fingerprint)", SELECT, lambda f: f.write_inputs(meta={"features": {"data_fingerprint": "0123456789abcdef"}}),
+         ("{outputs}/features.parquet: made from other data (fingerprint 0123456789abcdef", "rerun `unseen stage features`")),
+    Case("other params (hash)", SELECT, lambda f: f.write_inputs(meta={"scores": {"params_hash": "0123456789abcdef"}}),
+         ("{outputs}/scores.parquet: made with other params (hash 0123456789abcdef", "rerun `unseen stage scores`")),
+    Case("coreset from other params", ("stage", "retrain"), coreset_from_other_params,
+         ("{outputs}/coreset.parquet: made with other params", "rerun `unseen stage select`")),
+    Case("duplicate sample_ids", SELECT, duplicate_rows, ("{outputs}/scores.parquet: 2 sample_ids occur more than once, first",)),
+    Case("missing sample_ids", SELECT, lambda f: f.write_inputs(scores={key: (lambda c, key=key: c[key][3:]) for key in ("sample_id", "label", "folds", "el2n_unseen")}),
+         ("{outputs}/scores.parquet: 3 sample_ids of the train split are missing, first",)),
+    Case("NaN in features", SELECT, lambda f: f.write_inputs(features={"embedding": nan_rows("embedding", [4, 9, 30], np.nan)}),
+         ("{outputs}/features.parquet: 3 rows of 'embedding' hold NaN or inf, first at sample_id",)),
+    Case("inf in scores", SELECT, lambda f: f.write_inputs(scores={"el2n_unseen": nan_rows("el2n_unseen", [2, 8], np.inf)}),
+         ("{outputs}/scores.parquet: 2 rows of 'el2n_unseen' hold NaN or inf, first at sample_id",)),
+]
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    """Every file under `root` with its modification time."""
+    return {str(path.relative_to(root)): path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(case, tmp_path, fashion_root, monkeypatch):
+    system_dir = tmp_path / "system-fashion-mnist"
+    monkeypatch.setattr(unseen.data, "place_system_fashion_mnist", functools.partial(place_system_fashion_mnist, system_dir=system_dir))
+    monkeypatch.chdir(tmp_path)
+    folder = Folder(tmp_path, tiny_params(tmp_path, fashion_root), system_dir)
+    case.setup(folder)
+    if "__text__" not in folder.params:
+        write_params(folder.params_file, folder.params)
+    elif (text := folder.params.pop("__text__")) is not None:  # None: no params file at all
+        folder.params_file.write_text(text)
+    before = snapshot(tmp_path)
+
+    result = CliRunner().invoke(app, [*case.command, "--params", str(folder.params_file), *folder.args])
+
+    message = result.stderr
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert message.startswith("error: "), message
+    for fragment in case.expected:
+        fragment = fragment.format(root=tmp_path, outputs=folder.outputs)
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert snapshot(tmp_path) == before, "the refused run wrote or changed files"
+    assert not re.search(r"Traceback", result.output)

@@ -1,0 +1,213 @@
+"""Faults a long run meets, survived: a transient task failure, out of memory, a killed process, an unreachable
+tracking store, and two runs started at once in one folder. docs/reliability.md lists these tests.
+
+One small scoring set-up (1,000 Fashion-MNIST samples, 3 fold models of 2 epochs, torch on 1 thread so that runs
+compare bit for bit) serves every test; `reference` is its uninterrupted scores stage.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import tasks.stages
+from tests.conftest import tiny_params, write_params
+from unseen.config import load_params
+from unseen.tables import MODEL_OUTPUTS, read_table
+
+UNSEEN = str(Path(sys.executable).with_name("unseen"))
+FOLD_MODELS = ["unseen_r0_f0", "unseen_r0_f1", "unseen_r0_f2"]
+
+
+def fault_params(folder: Path, fashion_root: Path, **sections) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    params = tiny_params(
+        folder,
+        fashion_root,
+        data={"train_subset": 1000, "test_subset": 200},
+        features={"extractor": "pixels", "pca_components": 8},
+        scoring={"folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
+        retrain={"recipe": {"epochs": 1}},
+        orchestration={"retries": 1, "retry_delay_seconds": 0, "max_workers": 1, "torch_threads": 1},
+    )
+    for name, values in sections.items():
+        params[name] = {**params[name], **values}
+    return write_params(folder / "params.yaml", params)
+
+
+def child_runs(folder: Path, parent_run_id: str) -> list:
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keep_torch_threads():
+    """The runs here pin torch to 1 thread in this process; later test modules get the count they started with."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, fashion_root, prefect_api) -> Path:
+    """scores.parquet of an uninterrupted scores stage."""
+    from flows.prune import stage
+
+    folder = tmp_path_factory.mktemp("reference")
+    stage(name="scores", params_file=str(fault_params(folder, fashion_root)))
+    return folder / "outputs" / "scores.parquet"
+
+
+def test_transient_task_failure_is_retried_and_the_table_is_the_same(reference, tmp_path, fashion_root, monkeypatch):
+    """A fold model's first attempt raises; Prefect retries it (orchestration.retries), the failed attempt's MLflow
+    child run is marked FAILED, and scores.parquet holds the same data as the run without the fault."""
+    from flows.prune import stage
+
+    real, calls = tasks.stages.train_scoring_model, []
+
+    def fails_once(dataset, model, *args, **kwargs):
+        calls.append(model.name)
+        if model.name == "unseen_r0_f1" and calls.count(model.name) == 1:
+            raise ConnectionResetError("injected transient fault")
+        return real(dataset, model, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.stages, "train_scoring_model", fails_once)
+    result = stage(name="scores", params_file=str(fault_params(tmp_path, fashion_root)))
+
+    assert sorted(calls) == sorted([*FOLD_MODELS, "unseen_r0_f1"])
+    assert pq.read_table(tmp_path / "outputs" / "scores.parquet").equals(pq.read_table(reference))
+    runs = [(run.info.run_name, run.info.status) for run in child_runs(tmp_path, result["run_id"])]
+    assert sorted(runs) == sorted([(f"scores/{name}", "FINISHED") for name in FOLD_MODELS] + [("scores/unseen_r0_f1", "FAILED")])
+
+
+def test_out_of_memory_retries_with_half_the_batch_down_to_the_floor(tmp_path, fashion_root, prefect_api, monkeypatch):
+    """torch.OutOfMemoryError (what CUDA raises) while a batch is above 32: the task retries at 64, then 32
+    (orchestration.min_batch_size), records it on the model's MLflow run and in its cached records, and finishes."""
+    from flows.prune import stage
+
+    real, batches = tasks.stages.train_scoring_model, []
+
+    def oom_above_32(dataset, model, scoring, *args, **kwargs):
+        batches.append(scoring.recipe.batch_size)
+        if scoring.recipe.batch_size > 32:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(dataset, model, scoring, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.stages, "train_scoring_model", oom_above_32)
+    params_file = fault_params(tmp_path, fashion_root, orchestration={"retries": 0, "torch_threads": 1, "min_batch_size": 32})
+    result = stage(name="scores", params_file=str(params_file))
+
+    assert batches == [128, 64, 32] * 3
+    for run in child_runs(tmp_path, result["run_id"]):
+        assert run.info.status == "FINISHED"
+        assert (run.data.tags["oom_retries"], run.data.tags["batch_size"]) == ("2", "32")
+    for record in (tmp_path / "outputs" / "cache" / "scoring").glob("*/*.parquet"):
+        assert read_table(MODEL_OUTPUTS, record).schema.metadata[b"unseen.batch_size"] == b"32"
+    assert np.isfinite(pq.read_table(tmp_path / "outputs" / "scores.parquet").column("el2n_unseen").to_numpy()).all()
+
+
+def test_out_of_memory_at_the_floor_gives_up_and_says_so(tmp_path, fashion_root):
+    """Every batch size already at the floor: nothing smaller to try, so the error is raised with a note naming it."""
+    from tasks.stages import _shrinking_on_oom
+
+    params = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 4096}))
+    assert params.with_halved_batches() is None
+    halved = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 50})).with_halved_batches()
+    assert (halved.scoring.recipe.batch_size, halved.scoring.batch_size, halved.features.batch_size) == (64, 512, 256)
+
+    def always_oom(_params):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        _shrinking_on_oom(params, None, "run", "scores unseen_r0_f0", lambda p: p.scoring.recipe.batch_size, always_oom)
+    assert "still out of memory at batch size 128 (orchestration.min_batch_size)" in "\n".join(info.value.__notes__)
+
+
+def test_killed_mid_scores_leaves_no_table_and_the_rerun_trains_only_what_is_missing(reference, tmp_path, fashion_root):
+    """SIGKILL to a real `unseen stage scores` as soon as its first fold model is cached: no scores.parquet exists,
+    every cached record is whole; the rerun trains only the missing fold models and writes the reference table."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.prune import stage
+
+    params_file = fault_params(tmp_path, fashion_root)
+    cache = tmp_path / "outputs" / "cache" / "scoring"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    process = subprocess.Popen([UNSEEN, "stage", "scores", "--params", str(params_file)], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(cache.glob("*/*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "outputs" / "scores.parquet").exists()
+    cached = sorted(path.stem for path in cache.glob("*/*.parquet"))
+    assert 1 <= len(cached) < len(FOLD_MODELS), cached
+    for path in cache.glob("*/*.parquet"):
+        read_table(MODEL_OUTPUTS, path)  # whole: atomic writes leave no partial table under a final name
+
+    result = stage(name="scores", params_file=str(params_file))
+    trained = sorted(run.info.run_name.removeprefix("scores/") for run in child_runs(tmp_path, result["run_id"]))
+    assert trained == sorted(set(FOLD_MODELS) - set(cached))
+    assert pq.read_table(tmp_path / "outputs" / "scores.parquet").equals(pq.read_table(reference))
+
+
+def test_unreachable_tracking_store_stops_a_scheduled_run_before_any_work(tmp_path, fashion_root, prefect_api):
+    """The flow itself (what a schedule runs) refuses a tracking server that does not answer, before loading data."""
+    from flows.prune import prune
+    from tasks.tracking import TrackingError
+
+    params_file = fault_params(tmp_path, fashion_root, tracking={"uri": "http://127.0.0.1:9"})
+    with pytest.raises(TrackingError, match=r"tracking.uri=http://127.0.0.1:9: the MLflow tracking server does not answer"):
+        prune(params_file=str(params_file))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_two_runs_at_once_in_one_folder_take_turns(tmp_path, fashion_root, prefect_api):
+    """Two real `unseen run` processes started together on one outputs folder: the second waits on the lock, so their
+    MLflow parent runs do not overlap in time (no table written by both at once), and both runs are complete."""
+    from prefect.settings import PREFECT_API_URL
+
+    params_file = fault_params(tmp_path, fashion_root, data={"train_subset": 500, "test_subset": 100}, scoring={"folds": 2})
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    processes = [
+        subprocess.Popen([UNSEEN, "run", "--params", str(params_file)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert sum("waiting for it to finish" in output for output in outputs) == 1, outputs
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parents = client.search_runs([client.get_experiment_by_name("tests").experiment_id], filter_string="tags.stage = 'prune'")
+    assert len(parents) == 2 and {run.info.status for run in parents} == {"FINISHED"}
+    first, second = sorted(parents, key=lambda run: run.info.start_time)
+    assert first.info.end_time <= second.info.start_time
+    for parent in parents:
+        names = sorted(run.info.run_name for run in child_runs(tmp_path, parent.info.run_id))
+        assert {"features", "retrain/coreset", "retrain/random"} <= set(names)
+        assert {run.info.status for run in child_runs(tmp_path, parent.info.run_id)} == {"FINISHED"}
+    assert len(client.search_model_versions("name = 'tiny-coreset-model'")) == 2
+
+
+def test_every_task_that_uses_the_device_carries_the_gpu_tag():
+    """`prefect concurrency-limit create gpu 1` then caps them on a shared Prefect server (README, Devices)."""
+    from tasks.stages import combine_scores_task, features_task, retrain_task, scoring_model_task, select_task, step_scoring_task
+
+    assert all("gpu" in task.tags for task in (features_task, scoring_model_task, step_scoring_task, retrain_task))
+    # CPU only; select waits on its step tasks, so holding a gpu slot there would deadlock a limit of 1
+    assert "gpu" not in combine_scores_task.tags and "gpu" not in select_task.tags

@@ -1,0 +1,88 @@
+"""What a run needs before it starts: params that fit the data, and input tables made from this data and these params.
+
+The stages read their input tables through these functions, and a run calls `check_run` before any work or write,
+so a bad input is refused up front with the same message the stage would give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from unseen.config import STAGE_PARAMS, ParamsError, Params
+from unseen.data import ImageDataset
+from unseen.features import pretrained_weights
+from unseen.selection import budget_for, class_budgets
+from unseen.tables import CORESET, FEATURES, SCORES, TableError, finite_or_raise, list_column, read_table, same_ids_or_raise
+
+
+def _hash(params: Params, stage: str) -> str:
+    return params.section_hash(*STAGE_PARAMS[stage])
+
+
+def features_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train sample_ids, train embeddings, test embeddings) from features.parquet: every sample once, all finite."""
+    path = params.output("features.parquet")
+    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=_hash(params, "features"))
+    train = table.column("split").to_numpy(zero_copy_only=False) == "train"
+    ids = table.column("sample_id").to_numpy()
+    same_ids_or_raise(path, ids[train], dataset.train.sample_ids, "train", FEATURES)
+    same_ids_or_raise(path, ids[~train], dataset.test.sample_ids, "test", FEATURES)
+    embedding = list_column(table, "embedding")
+    finite_or_raise(path, "embedding", embedding, ids, FEATURES)
+    return ids[train], embedding[train], embedding[~train]
+
+
+def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample_ids, labels, `select.score` values) from scores.parquet: every train sample once, all finite."""
+    path = params.output("scores.parquet")
+    table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=_hash(params, "scores"))
+    if params.select.score not in table.column_names:
+        raise TableError(f"{path}: no column {params.select.score!r}; add its score to scoring.scores and {SCORES.rerun}")
+    ids = table.column("sample_id").to_numpy()
+    same_ids_or_raise(path, ids, dataset.train.sample_ids, "train", SCORES)
+    values = table.column(params.select.score).to_numpy()
+    finite_or_raise(path, params.select.score, values, ids, SCORES)
+    return ids, table.column("label").to_numpy().astype(np.int64), values
+
+
+def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:
+    """coreset.parquet, holding every train sample once."""
+    path = params.output("coreset.parquet")
+    table = read_table(CORESET, path, data_fingerprint=dataset.fingerprint, params_hash=_hash(params, "select"))
+    same_ids_or_raise(path, table.column("sample_id").to_numpy(), dataset.train.sample_ids, "train", CORESET)
+    return table
+
+
+STAGE_INPUTS = {"features": (), "scores": (), "select": (features_input, scores_input), "retrain": (coreset_input,)}
+
+
+def check_fits_data(params: Params, dataset: ImageDataset) -> None:
+    """Refuse params that cannot work on this data: a coreset smaller than the class count, more folds than the
+    smallest class has samples, or an unknown pretrained model."""
+    labels = dataset.train.labels.numpy()
+    budget = budget_for(len(labels), params.select.prune_ratio)
+    try:
+        class_budgets(labels, budget, dataset.num_classes)
+    except ValueError:
+        raise ParamsError(
+            f"select.prune_ratio={params.select.prune_ratio}: the coreset would keep {budget} of {len(labels)} train samples, "
+            f"fewer than the {dataset.num_classes} classes; lower select.prune_ratio or use more data (data.train_subset)"
+        ) from None
+    counts = np.bincount(labels, minlength=dataset.num_classes)
+    smallest = int(counts.argmin())
+    if params.scoring.folds > counts[smallest]:
+        raise ParamsError(
+            f"scoring.folds={params.scoring.folds}: class {dataset.classes[smallest]!r} has only {counts[smallest]} train samples, "
+            f"so some fold would hold none of it; use at most {counts[smallest]} folds"
+        )
+    if params.features.extractor.startswith("pretrained:"):
+        pretrained_weights(params.features.extractor.removeprefix("pretrained:"))
+
+
+def check_run(params: Params, dataset: ImageDataset, stages: tuple[str, ...]) -> None:
+    """Everything about a run of `stages` (in order) that can be refused before it starts: params against the data,
+    and the input tables of the first stage (later stages read what this run writes)."""
+    check_fits_data(params, dataset)
+    for read in STAGE_INPUTS[stages[0]]:
+        read(params, dataset)
