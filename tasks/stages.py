@@ -25,7 +25,7 @@ from unseen.data import ImageDataset, load_dataset
 from unseen.features import extract_features
 from unseen.inputs import coreset_input, features_input, scores_input
 from unseen.io import atomic_path
-from unseen.models import PixelClassifier, save_model
+from unseen.models import PixelClassifier, load_model, save_model
 from unseen.reports import compare_seen_unseen
 from unseen.scores import ModelRecord, ScoringModel, combine_records, difficulty, resolve_score, scoring_models, train_scoring_model
 from unseen.baselines import baseline_coreset
@@ -441,7 +441,7 @@ def _register(params: Params, tracker: Tracker, run_id: str, model: PixelClassif
 
 
 @task(name="retrain", cache_policy=NO_CACHE, tags=["gpu"])
-def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, float]:
+def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, float | str]:
     """Train the target model from scratch on the coreset ('coreset') or on the same-size random subset ('random')."""
     set_torch_threads(params.orchestration)
     dataset = dataset_for(params)
@@ -462,20 +462,26 @@ def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, flo
         (model, test_accuracy), _ = _shrinking_on_oom(params, tracker, run_id, f"retrain {subset}", lambda p: p.retrain.recipe.batch_size, train_and_test)
         compute = time.perf_counter() - started
         tracker.log_metrics(run_id, {"test_accuracy": test_accuracy, "train_size": len(sample_ids), "compute_seconds": compute})
-        result = {"test_accuracy": test_accuracy, "train_size": float(len(sample_ids)), "compute_seconds": compute}
+        result = {"test_accuracy": test_accuracy, "train_size": float(len(sample_ids)), "compute_seconds": compute, "run_id": run_id}
         if subset == "coreset":
-            model = model.cpu()
             save_model(
-                params.output("model.pt"), model, model_name=recipe.model, classes=dataset.classes, image_shape=dataset.image_shape,
+                params.output("model.pt"), model.cpu(), model_name=recipe.model, classes=dataset.classes, image_shape=dataset.image_shape,
                 mean=dataset.mean, std=dataset.std, data_fingerprint=dataset.fingerprint, params_hash=stage_hash(params, "retrain"),
             )
-            result["model_version"] = float(_register(params, tracker, run_id, PixelClassifier(model, dataset.mean, dataset.std).eval(), dataset))
     return result
 
 
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_task(params: Params, tracker: Tracker, run_id: str) -> int:
+    """Register model.pt, the coreset model, under the retrain run that trained it; returns the model version."""
+    return int(_register(params, tracker, run_id, load_model(params.output("model.pt")), dataset_for(params)))
+
+
 def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
-    subsets = map_on_workers(_with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"])
-    coreset, random = subsets.result()
+    coreset_run, random_run = map_on_workers(_with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"])
+    coreset = coreset_run.result()
+    version = _with_retries(params, register_task)(params, tracker, coreset["run_id"])  # in this thread, while the random subset trains
+    random = random_run.result()
     metrics = {
         "prune_ratio": params.select.prune_ratio,
         "train_size": len(dataset_for(params).train),
@@ -488,7 +494,7 @@ def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
     tracker.log_metrics(tracker.run_id, {k: v for k, v in metrics.items()})
     tracker.log_artifact(tracker.run_id, params.output("metrics.json"))
     outputs = [str(params.output("model.pt")), str(params.output("metrics.json"))]
-    metrics["model_version"] = coreset["model_version"]
+    metrics["model_version"] = version
     return StageReport("retrain", outputs, compute_seconds=coreset["compute_seconds"] + random["compute_seconds"], metrics=metrics)
 
 
