@@ -312,12 +312,17 @@ def step_scoring_task(params: Params, tracker: Tracker, step: int, kept: np.ndar
     return scores, record.trained_on
 
 
-def _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget):
-    """Multi-step UNSEEN: the selection runs here, each step's scoring model in a task of its own (mapped onto workers)."""
+def _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget, inline_steps=False):
+    """Multi-step UNSEEN: the selection runs here, each step's scoring model in a task of its own (mapped onto workers).
+
+    inline_steps: train each step's model in the calling task instead, for callers that are themselves a mapped task
+    (a benchmark cell): they hold a worker slot while they wait, so a nested mapped task could wait for ever."""
     if not np.array_equal(score_ids, dataset.train.sample_ids):
         raise TableError(f"{params.output('scores.parquet')}: its sample_ids are not the train split's; rerun the scores stage")
 
     def scorer(step: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if inline_steps:
+            return step_scoring_task.fn(params, tracker, step, kept)
         return map_on_workers(_with_retries(params, step_scoring_task), unmapped(params), unmapped(tracker), [step], [kept]).result()[0]
 
     def on_step(report: StepReport) -> None:
@@ -332,7 +337,7 @@ def _incremental(params, tracker, dataset, score_ids, oriented, features, test_e
 
 
 @task(name="select", cache_policy=NO_CACHE)  # CPU work; multi-step scoring runs in gpu-tagged step tasks
-def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, float]]:
+def select_task(params: Params, tracker: Tracker, inline_steps: bool = False) -> tuple[float, dict[str, float]]:
     dataset = dataset_for(params)
     train_ids, train_embedding, test_embedding = features_input(params, dataset)
     score_ids, labels, values = scores_input(params, dataset)
@@ -343,7 +348,7 @@ def select_task(params: Params, tracker: Tracker) -> tuple[float, dict[str, floa
     oriented = difficulty(values, params.select.score)
     joined = None
     if params.select.steps > 1:
-        coreset, joined = _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget)
+        coreset, joined = _incremental(params, tracker, dataset, score_ids, oriented, features, test_embedding, budget, inline_steps)
     elif params.select.method == "unseen":
         coreset = select_coreset(
             oriented,

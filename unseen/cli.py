@@ -166,9 +166,16 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
         from unseen.benchmark import load_sweep, seed_params
 
         sweep = load_sweep(config)
-        from flows.benchmark import benchmark
+        params = seed_params(sweep, sweep.seeds[0])
+        from flows.server import temporary_api_server
 
-        result = _flow_with_runner(benchmark, seed_params(sweep, sweep.seeds[0]))(config_file=config)
+        with temporary_api_server() as server:  # starts now, ready while the imports below run
+            from flows.benchmark import benchmark
+            from flows.prune import preflight
+
+            preflight(params, ("features", "scores"))  # data and tracking store checked before the sweep starts
+            server.wait_ready()
+            result = _flow_with_runner(benchmark, params)(config_file=config)
     except _user_errors() as exc:
         _fail(exc)
     console.print(

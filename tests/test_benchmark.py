@@ -1,0 +1,122 @@
+"""The benchmark sweep through the real flow on 1,000 Fashion-MNIST samples: results table, resume cache, report."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, tiny_params, write_params
+from unseen.benchmark import FULL, Cell, cell_params, load_sweep, read_results, retrain_epochs, seed_params
+from unseen.config import ParamsError, TrainRecipe
+
+UNSEEN = str(Path(sys.executable).with_name("unseen"))
+
+
+def _sweep(tmp, fashion_root, **changes) -> dict:
+    scoring = {"recipe": {"epochs": 1}, "score_epochs": [1, 1]}
+    params = tiny_params(tmp, fashion_root, data={"train_subset": 1000, "test_subset": 300}, scoring=scoring)
+    params["retrain"] = {"recipe": {"epochs": 1}}
+    params["features"] = {"extractor": "pixels", "pca_components": 16}
+    sweep = {
+        "name": "tiny",
+        "params": str(write_params(tmp / "params.yaml", params)),
+        "work_dir": str(tmp / "work"),
+        "results_dir": str(tmp / "results"),
+        "report": str(tmp / "docs" / "benchmarks.md"),
+        "anchors": str(REPO / "benchmarks" / "anchors.yaml"),
+        "experiment": "bench-tests",
+        "seeds": [0, 1],
+        "prune_ratios": [0.5, 0.9],
+        "methods": {
+            "random": {"group": "baseline", "label": "Random", "select": {"method": "random"}},
+            "unseen": {  # multi-step: each step's scoring model trains inside the cell's task (a nested mapped task could deadlock)
+                "group": "unseen", "label": "UNSEEN", "select": {"method": "unseen", "steps": 2}, "by_ratio": {0.9: {"hard_cutoff": 0.1}},
+            },
+        },
+    }
+    sweep.update(changes)
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory, fashion_root, prefect_api):
+    from flows.benchmark import benchmark
+
+    tmp = tmp_path_factory.mktemp("bench")
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(_sweep(tmp, fashion_root)))
+    return tmp, config, benchmark(config_file=str(config))
+
+
+def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
+    tmp, config, result = sweep_run
+    assert result["trained"] == 10 and result["cached"] == 0
+    table, meta = read_results(tmp / "results" / "tiny.parquet")
+    rows = table.to_pylist()
+    assert sorted((r["method"], r["prune_ratio"], r["seed"]) for r in rows) == sorted(
+        [(FULL, 0.0, s) for s in (0, 1)] + [(m, r, s) for m in ("random", "unseen") for r in (0.5, 0.9) for s in (0, 1)]
+    )
+    for row in rows:
+        assert 0.1 < row["test_accuracy"] <= 1 and row["train_seconds"] > 0 and row["scoring_seconds"] > 0
+        assert row["coreset_size"] == round((1 - row["prune_ratio"]) * 1000) and row["pool_size"] == 1000
+        assert row["epochs"] == {0.0: 1, 0.5: 2, 0.9: 8}[row["prune_ratio"]]  # 8 steps of 128 over the pool, as many over each coreset
+    assert {"command", "machine", "wall_seconds", "sweep_hash"} <= set(meta)
+    assert (tmp / "results" / "tiny_score_distributions.png").stat().st_size > 0
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bench-tests")
+    cells = client.search_runs([experiment.experiment_id], "tags.stage = 'bench-cell'")
+    assert len(cells) == 10 and all(run.data.metrics["test_accuracy"] > 0.1 for run in cells)
+
+
+def test_second_call_trains_nothing_and_a_changed_method_retrains_only_its_cells(sweep_run, fashion_root):
+    from flows.benchmark import benchmark
+
+    tmp, config, first = sweep_run
+    again = subprocess.run([UNSEEN, "bench", "--config", str(config)], cwd=tmp, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "10 cells: 0 trained now, 10 from earlier runs" in again.stdout
+    table, _ = read_results(tmp / "results" / "tiny.parquet")
+    assert sorted(table.column("test_accuracy").to_pylist()) == sorted(r["test_accuracy"] for r in first["rows"])
+    changed = _sweep(tmp, fashion_root)
+    changed["methods"]["unseen"]["select"]["diversity_weight"] = 0.0
+    config.write_text(yaml.safe_dump(changed))
+    assert benchmark(config_file=str(config))["trained"] == 4
+
+
+def test_report_is_generated_from_the_table_by_the_command(sweep_run):
+    tmp, config, _ = sweep_run
+    result = subprocess.run([UNSEEN, "bench-report", "--config", str(config)], cwd=tmp, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    path = tmp / "docs" / "benchmarks.md"
+    text = path.read_text()
+    assert "unseen bench-report --config" in text and "| Random |" in text and "**" in text and "cells finished: 10 of 10" in text
+    assert text.index("## Published anchors") > text.index("## Our measurements") and "2210.15809" in text
+    assert (path.parent / "benchmarks" / "tiny_accuracy_vs_prune_ratio.png").stat().st_size > 0
+    assert (path.parent / "benchmarks" / "tiny_score_distributions.png").stat().st_size > 0
+
+
+def test_fixed_iterations_and_invalid_methods(tmp_path, fashion_root):
+    recipe = TrainRecipe(epochs=10, batch_size=100)
+    assert retrain_epochs(recipe, 1000, 1000, "fixed_iterations") == 10
+    assert retrain_epochs(recipe, 1000, 100, "fixed_iterations") == 100
+    assert retrain_epochs(recipe, 1000, 100, "fixed_epochs") == 10
+    bad = _sweep(tmp_path, fashion_root)
+    bad["methods"]["unseen"]["select"]["alignment_wieght"] = 1.0
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ParamsError, match="alignment_wieght"):
+        load_sweep(tmp_path / "bad.yaml")
+    command = [UNSEEN, "bench", "--config", str(tmp_path / "bad.yaml")]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "alignment_wieght" in result.stderr and "Traceback" not in result.stderr
+    good = load_sweep(_write(tmp_path, _sweep(tmp_path, fashion_root)))
+    params = cell_params(good, seed_params(good, 3), Cell("unseen", 0.9, 3), pool_size=1000)
+    assert (params.seed, params.select.prune_ratio, params.select.hard_cutoff, params.retrain.recipe.epochs) == (3, 0.9, 0.1, 8)
+
+
+def _write(tmp_path, sweep):
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path

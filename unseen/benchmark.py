@@ -1,0 +1,260 @@
+"""The benchmark sweep: methods x prune ratios x seeds, read from `benchmarks/<name>.yaml` into one typed object.
+
+A sweep names a base params file (plus dotted overrides, as `unseen run --set`), the seeds, the prune ratios and
+the methods. A method is data, not code: a named override of the `select` section (optionally different per prune
+ratio, such as CCS's beta), so adding one is a YAML entry. Each seed's features and scores are computed once (the
+pipeline's own stages, in `<work_dir>/<name>/seed-<s>/`) and shared by every method; each (method, ratio, seed) cell
+then selects its coreset and retrains the target model, and writes one result file, so an interrupted sweep
+resumes with the cells that are missing. The full-data cell of each seed trains on the whole pool.
+
+Training budget (`budget_rule`): `fixed_iterations`, the CCS convention (Zheng et al. 2023), trains every coreset
+for the same number of SGD steps as one full-data training (`retrain.recipe.epochs` epochs over the pool), rounded
+to whole epochs over the coreset; a 10% coreset thus gets 10x the epochs. Without it, small coresets are also
+under-trained, and that under-training, not the choice of samples, dominates their accuracy. `fixed_epochs` trains
+every coreset for `retrain.recipe.epochs` epochs, to measure the effect of the rule itself.
+
+The results are one Parquet table (schema `unseen.tables.BENCHMARK_RESULTS`, one row per cell), written atomically
+with the sweep's hash, the command and the machine in its metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from unseen.config import Params, ParamsError, TrainRecipe, load_params
+from unseen.io import atomic_path
+from unseen.selection import budget_for
+from unseen.tables import BENCHMARK_RESULTS, TableError
+
+FULL = "full"
+"""The method name of the full-data cell (no selection, prune ratio 0)."""
+
+GROUPS = ("baseline", "unseen", "ablation")
+
+
+class MethodSpec(BaseModel):
+    """One compared method: which group it is reported in, and its overrides of the `select` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: Literal["baseline", "unseen", "ablation"]
+    label: str
+    select: dict[str, Any] = Field(default_factory=dict)
+    by_ratio: dict[float, dict[str, Any]] = Field(default_factory=dict)  # prune ratio -> further select overrides
+
+    @model_validator(mode="after")
+    def _ratio_is_the_sweeps(self) -> "MethodSpec":
+        if any("prune_ratio" in overrides for overrides in (self.select, *self.by_ratio.values())):
+            raise ValueError("prune_ratio comes from the sweep's prune_ratios, not from a method")
+        return self
+
+
+class BenchmarkConfig(BaseModel):
+    """A sweep: base params, seeds, prune ratios, methods, the training-budget rule and where results go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    params: str = "params.yaml"
+    overrides: tuple[str, ...] = ()
+    work_dir: str = "outputs/bench"
+    results_dir: str = "benchmarks/results"
+    report: str = "docs/benchmarks.md"
+    anchors: str = "benchmarks/anchors.yaml"  # published numbers the report quotes, apart from the measurements
+    experiment: str = "unseen-benchmark"
+    seeds: tuple[int, ...] = Field(min_length=1)
+    prune_ratios: tuple[float, ...] = Field(min_length=1)
+    budget_rule: Literal["fixed_iterations", "fixed_epochs"] = "fixed_iterations"
+    methods: dict[str, MethodSpec] = Field(min_length=1)
+
+    @field_validator("prune_ratios")
+    @classmethod
+    def _ratios_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < r < 1 for r in value) or len(set(value)) != len(value):
+            raise ValueError("prune ratios must be distinct and strictly between 0 and 1, e.g. [0.3, 0.5, 0.7, 0.9]")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _names(cls, value: dict[str, MethodSpec]) -> dict[str, MethodSpec]:
+        for name in value:
+            if name == FULL or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"method name {name!r}: use letters, digits, '_' or '-', and not {FULL!r} (the full-data cell)")
+        return value
+
+    @property
+    def seed_folder(self) -> Path:
+        return Path(self.work_dir, self.name)
+
+    @property
+    def results_table(self) -> Path:
+        return Path(self.results_dir, f"{self.name}.parquet")
+
+    def results_file(self, suffix: str) -> Path:
+        """A file next to the results table that the report needs too (e.g. the score-distribution figure)."""
+        return Path(self.results_dir, f"{self.name}_{suffix}")
+
+    def sweep_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (method, prune ratio, seed) of the sweep; the full-data cell has method `full` and ratio 0."""
+
+    method: str
+    prune_ratio: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/p{round(self.prune_ratio * 100):02d}/s{self.seed}"
+
+
+def load_sweep(path: str | Path) -> BenchmarkConfig:
+    """Read and validate a sweep file; every method is also checked against the params schema at every ratio."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: sweep file not found; e.g. --config benchmarks/cpu.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+        sweep = BenchmarkConfig.model_validate(tree)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ParamsError(f"{path}: invalid sweep: {where}") from None
+    base = seed_params(sweep, sweep.seeds[0])
+    for cell in sweep_cells(sweep)[: 1 + len(sweep.methods) * len(sweep.prune_ratios)]:
+        try:
+            cell_params(sweep, base, cell, pool_size=1000)
+        except ParamsError as exc:
+            raise ParamsError(f"{path}: method {cell.method!r} at prune ratio {cell.prune_ratio}: {exc}") from None
+    return sweep
+
+
+def seed_params(sweep: BenchmarkConfig, seed: int) -> Params:
+    """The base params for one seed: features, scores and their caches go to the seed's own folder."""
+    return load_params(
+        sweep.params,
+        [*sweep.overrides, f"seed={seed}", f"outputs={sweep.seed_folder / f'seed-{seed}'}", f"tracking.experiment={sweep.experiment}"],
+    )
+
+
+def sweep_cells(sweep: BenchmarkConfig) -> list[Cell]:
+    """Every cell, seed by seed (each seed's data stays loaded on a worker): full data first, then methods x ratios."""
+    cells = []
+    for seed in sweep.seeds:
+        cells.append(Cell(FULL, 0.0, seed))
+        cells += [Cell(method, ratio, seed) for method in sweep.methods for ratio in sweep.prune_ratios]
+    return cells
+
+
+def retrain_epochs(recipe: TrainRecipe, pool_size: int, coreset_size: int, rule: str) -> int:
+    """Epochs over the coreset under the budget rule: as many SGD steps as the full-data training (fixed_iterations)."""
+    if rule == "fixed_epochs":
+        return recipe.epochs
+    steps = recipe.epochs * math.ceil(pool_size / min(recipe.batch_size, pool_size))
+    return max(1, round(steps / math.ceil(coreset_size / min(recipe.batch_size, coreset_size))))
+
+
+def cell_params(sweep: BenchmarkConfig, base: Params, cell: Cell, *, pool_size: int) -> Params:
+    """The params of one cell: the seed's params with the method's select overrides, its own outputs folder, and the
+    retraining epochs of the budget rule. Raises ParamsError naming the key for an invalid override."""
+    tree = base.model_dump(mode="json")
+    tree["outputs"] = str(Path(base.outputs, "cells", cell.method, f"p{round(cell.prune_ratio * 100):02d}"))
+    coreset_size = pool_size
+    if cell.method != FULL:
+        spec = sweep.methods[cell.method]
+        tree["select"] = {**tree["select"], **spec.select, **spec.by_ratio.get(cell.prune_ratio, {}), "prune_ratio": cell.prune_ratio}
+        coreset_size = budget_for(pool_size, cell.prune_ratio)
+    recipe = base.retrain.recipe
+    tree["retrain"]["recipe"]["epochs"] = retrain_epochs(recipe, pool_size, coreset_size, sweep.budget_rule)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise ParamsError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+
+
+def cell_hash(params: Params) -> str:
+    """What a cell's result depends on: the seed, the data, and the features, scoring, select and retrain sections."""
+    return params.section_hash("seed", "data", "features", "scoring", "select", "retrain")
+
+
+def cell_result_path(sweep: BenchmarkConfig, cell: Cell) -> Path:
+    return sweep.seed_folder / "results" / cell.method / f"p{round(cell.prune_ratio * 100):02d}-s{cell.seed}.json"
+
+
+def write_cell_result(path: str | Path, row: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(row, indent=2) + "\n")
+
+
+def cached_cell_result(path: str | Path, params_hash: str) -> dict[str, Any] | None:
+    """A finished cell's row, if its result file exists and was made with these params; else None (train it)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        row = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return row if row.get("params_hash") == params_hash else None
+
+
+def machine() -> str:
+    """The machine in words: CPU or GPU model, cores, torch version; what the report prints next to the timings."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    else:
+        device = f"CPU only, {os.cpu_count()} cores"
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return f"{device}; {cpu}; {platform.system()} {platform.release()}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def write_results(sweep: BenchmarkConfig, rows: list[dict[str, Any]], **meta: str) -> Path:
+    """The results table (one row per finished cell, sorted), atomically, with the sweep hash and `meta` in its metadata."""
+    rows = sorted(rows, key=lambda r: (r["method"] != FULL, r["method"], r["prune_ratio"], r["seed"]))
+    keys = [(r["method"], r["prune_ratio"], r["seed"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise TableError(f"{sweep.results_table}: a (method, prune_ratio, seed) cell occurs twice")
+    table = pa.Table.from_pylist([{name: row[name] for name in BENCHMARK_RESULTS.names} for row in rows], schema=BENCHMARK_RESULTS)
+    metadata = {"unseen.table": "benchmark_results", "unseen.sweep": sweep.name, "unseen.sweep_hash": sweep.sweep_hash()}
+    table = table.replace_schema_metadata({**metadata, **{f"unseen.{k}": str(v) for k, v in meta.items()}})
+    with atomic_path(sweep.results_table) as tmp:
+        pq.write_table(table, tmp)
+    return sweep.results_table
+
+
+def read_results(path: str | Path) -> tuple[pa.Table, dict[str, str]]:
+    """The results table and its metadata (without the `unseen.` prefix); refuses another kind of table."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: results table not found; run `unseen bench --config <sweep>` first")
+    table = pq.read_table(path)
+    meta = {k.decode().removeprefix("unseen."): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if meta.get("table") != "benchmark_results":
+        raise TableError(f"{path}: not a benchmark results table")
+    missing = [f.name for f in BENCHMARK_RESULTS if f.name not in table.column_names]
+    if missing:
+        raise TableError(f"{path}: columns {missing} missing; rerun `unseen bench`")
+    return table, meta
