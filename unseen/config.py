@@ -34,6 +34,7 @@ class TrainRecipe(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     augment: Literal["none", "crop_flip"] = "none"
+    lr_schedule: Literal["one_cycle", "cosine"] = "one_cycle"  # cosine: the CIFAR/ResNet-18 recipe of the papers
 
 
 class DataParams(_Section):
