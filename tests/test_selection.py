@@ -94,8 +94,8 @@ def test_alignment_term_brings_the_coreset_closer_to_each_class():
 
 def test_importance_term_prefers_hard_samples_and_hard_cutoff_drops_the_hardest():
     scores, features, labels = _toy()
-    plain = select_coreset(scores, features, labels, 900, objective=UnseenObjective(importance_weight=0))
-    important = select_coreset(scores, features, labels, 900)
+    plain = select_coreset(scores, features, labels, 900)
+    important = select_coreset(scores, features, labels, 900, objective=UnseenObjective(importance_weight=1.0))
     assert scores[important.selected].mean() > scores[plain.selected].mean()
     cut = select_coreset(scores, features, labels, 900, objective=UnseenObjective(hard_cutoff=0.1))
     for c in range(5):
@@ -134,7 +134,7 @@ def test_each_ablation_switch_changes_only_its_term():
     scores, features, labels = _toy(n=1200)
     base = UnseenObjective()
     reference = select_coreset(scores, features, labels, 300, objective=base)
-    for change in ({"alignment_weight": 0.0}, {"diversity_weight": 0.0}, {"adaptive": False}, {"importance_weight": 0.0}):
+    for change in ({"alignment_weight": 0.0}, {"diversity_weight": 0.0}, {"adaptive": False}, {"importance_weight": 1.0}):
         other = select_coreset(scores, features, labels, 300, objective=UnseenObjective(**{**base.__dict__, **change}))
         assert not np.array_equal(other.selected, reference.selected), change
         if "adaptive" not in change:  # the regions and their budgets do not depend on the gain weights
@@ -144,11 +144,12 @@ def test_each_ablation_switch_changes_only_its_term():
 
 def test_unlabeled_pool_moves_the_target():
     scores, features, labels = _toy()
-    pool = features[labels == 0][:300] + 2.0  # a shifted, unlabeled population near class 0
+    pool = features[labels == 0][:300].copy()
+    pool[:, -1] -= 3.0  # an unlabeled population shifted along the widest axis, still nearest class 0's centre
     with_pool = select_coreset(scores, features, labels, 600, pool_features=pool)
     without = select_coreset(scores, features, labels, 600)
-    chosen = with_pool.selected & (labels == 0)
-    assert features[chosen].mean() > features[without.selected & (labels == 0)].mean()
+    shifted = features[with_pool.selected & (labels == 0), -1].mean()
+    assert shifted < features[without.selected & (labels == 0), -1].mean() - 0.5
 
 
 def test_already_selected_samples_stay_and_count_to_the_budget():

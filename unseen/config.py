@@ -105,7 +105,7 @@ class SelectParams(_Section):
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = Field("el2n_unseen", pattern=r"^[a-z][a-z0-9_]*_(unseen|seen)$")
     hard_cutoff: float = Field(0.0, ge=0, lt=1)
-    importance_weight: float = Field(1.0, ge=0)
+    importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
     adaptive: bool = True
