@@ -11,8 +11,8 @@ where the MMD (Gaussian kernel, median-distance bandwidth) is between the corese
 distribution of the class (its train samples, plus the unlabeled pool samples nearest to its centre when
 a pool is given), and the similarity is the same kernel to the closest sample already kept. Kernels are
 approximated by random Fourier features, so nothing N x N is ever built. The importance weight is 0 by
-default: the held-out scores then act through the hard cutoff and the difficulty-weighted region budgets,
-because a per-sample preference for the hardest samples costs accuracy at high prune ratios.
+default: the held-out scores then act through the difficulty-weighted region budgets and the hard cutoff,
+because a per-sample preference for the hardest samples cost accuracy at every prune ratio of the benchmark.
 """
 
 from __future__ import annotations
