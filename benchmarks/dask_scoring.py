@@ -2,7 +2,7 @@
 and the scheduling overhead per task.
 
 Runs the scores stage (`unseen stage scores`'s flow, runner chosen from params by the CLI's helper) on a stratified
-train subset with only the unseen models (`scoring.seen: false`), once per configuration, each in a fresh outputs
+train subset with only the unseen models (`scores.seen: false`), once per configuration, each in a fresh outputs
 folder (no cached fold), each on a fresh LocalCluster started by the runner (so cluster start-up and the workers'
 imports are in the wall time, as in a real run). The default local runner (threads, torch on every core) is run too,
 as the reference. Then, per configuration, N trivial tasks go through the same runner after a warm-up: their wall
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import yaml
-from default_run import machine
+from benchmarks.machine import machine
+from unseen.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 TRIVIAL_TASKS = 40
@@ -41,7 +42,7 @@ def benchmark_params(folder: Path, orchestration: dict) -> dict:
         "seed": 0,
         "outputs": str(folder / "outputs"),
         "data": {"name": "fashion-mnist", "root": str(REPO / "data"), "train_subset": 12000, "test_subset": 1000},
-        "scoring": {"folds": 4, "repeats": 1, "seen": False, "recipe": {"epochs": 8}, "score_epochs": [4, 8]},
+        "scores": {"folds": 4, "repeats": 1, "seen": False, "recipe": {"epochs": 8}, "score_epochs": [4, 8]},
         "orchestration": {"retries": 0, "retry_delay_seconds": 0, **orchestration},
         "tracking": {"uri": f"sqlite:///{folder.parent / 'mlflow.db'}", "experiment": "dask-scoring-benchmark"},
     }
@@ -51,7 +52,7 @@ def score_once(folder: Path, orchestration: dict, overrides: list[str]) -> dict:
     from mlflow import MlflowClient
 
     from flows.prune import stage
-    from unseen.cli import _flow_with_runner
+    from flows.cli import _flow_with_runner
     from unseen.config import load_params
 
     folder.mkdir(parents=True)
@@ -77,8 +78,8 @@ def score_once(folder: Path, orchestration: dict, overrides: list[str]) -> dict:
         "fold_models_compute_total_seconds": round(compute, 2),
         "stage_wall_minus_compute_per_worker_seconds": round(report.wall_seconds - compute / workers, 2),
         "train_split": params.data.train_subset,
-        "folds": params.scoring.folds,
-        "epochs": params.scoring.recipe.epochs,
+        "folds": params.scores.folds,
+        "epochs": params.scores.recipe.epochs,
     }
 
 
@@ -126,7 +127,7 @@ def main() -> None:
         "command": " ".join(["python benchmarks/dask_scoring.py", *sys.argv[1:]]),
         "machine": machine(),
         "load_average_1_5_15_min_before": [round(x, 2) for x in load_before],
-        "what": "scores stage, unseen fold models only (scoring.seen: false), K folds on a stratified train subset; "
+        "what": "scores stage, unseen fold models only (scores.seen: false), K folds on a stratified train subset; "
         "each configuration on a fresh cluster and a fresh outputs folder",
         "speedup_2_workers_vs_1_scores_stage": round(one["scores_stage_wall_seconds"] / two["scores_stage_wall_seconds"], 3),
         "speedup_2_workers_vs_local_default_scores_stage": round(
@@ -135,7 +136,7 @@ def main() -> None:
         "runs": results,
     }
     out = REPO / "benchmarks" / "results" / "dask_scoring.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -9,28 +9,16 @@ model trains. Usage: .venv/bin/python benchmarks/default_run.py [--set KEY=VALUE
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+from benchmarks.machine import machine
+from unseen.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict[str, object]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "unknown")
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def main() -> None:
@@ -54,7 +42,7 @@ def main() -> None:
         "mlflow_run_id": report["run_id"],
     }
     out = REPO / "benchmarks" / "results" / "default_run.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -30,7 +30,7 @@ import sys, yaml
 root, work = sys.argv[1:]
 sweep = yaml.safe_load(open("benchmarks/gpu.yaml"))
 short = {"data.root": root, "data.train_subset": 5000, "data.test_subset": 2000, "features.proxy.epochs": 1,
-         "scoring.recipe.epochs": 3, "scoring.score_epochs": "[2, 3]", "retrain.recipe.epochs": 2,
+         "scores.recipe.epochs": 3, "scores.score_epochs": "[2, 3]", "retrain.recipe.epochs": 2,
          "tracking.uri": f"sqlite:///{work}/mlflow.db"}
 kept = [o for o in sweep["overrides"] if o.strip('"').partition("=")[0] not in short]
 sweep.update(
@@ -48,8 +48,8 @@ started=$(date +%s)
 .venv/bin/unseen bench-report --config "$work/gpu_check.yaml"
 "$py" - "$work" "$(( $(date +%s) - started ))" <<'PY'
 import sys
-from unseen.benchmark import read_results
-from unseen.benchmark_report import summarize
+from benchmarks.sweep import read_results
+from benchmarks.report import summarize
 work, seconds = sys.argv[1], int(sys.argv[2])
 table, meta = read_results(f"{work}/results/gpu_check.parquet")
 rows = table.to_pylist()

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from default_run import machine
+from benchmarks.machine import machine
+from unseen.io import write_json
 
 from unseen.config import load_params
 from unseen.data import load_dataset
@@ -54,16 +55,16 @@ def main() -> None:
         "command": " ".join(["python benchmarks/scoring.py", *sys.argv[1:]]),
         "machine": machine(),
         "train_split": len(dataset.train),
-        "folds": params.scoring.folds,
-        "repeats": params.scoring.repeats,
-        "epochs": params.scoring.recipe.epochs,
-        "score_epochs": list(params.scoring.score_epochs),
+        "folds": params.scores.folds,
+        "repeats": params.scores.repeats,
+        "epochs": params.scores.recipe.epochs,
+        "score_epochs": list(params.scores.score_epochs),
         "recording_overhead": round(record / train, 4),
         "scoring_samples_per_second": round(len(dataset.train) / sum(r["wall_seconds"] for r in rows), 1),
         "models": rows,
     }
     out = REPO / "benchmarks" / "results" / "scoring.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "models"}, indent=2))
 
 

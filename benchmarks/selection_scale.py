@@ -37,8 +37,8 @@ def synthetic(n: int, classes: int, dim: int, seed: int = 0):
 
 def run_one(method: str, n: int) -> None:
     """Child process: one selection, printed as JSON (time excludes generating the data)."""
-    from unseen.baselines import baseline_coreset
-    from unseen.selection import budget_for, select_coreset
+    from unseen.budgets import budget_for
+    from unseen.selection import BASELINES, select_coreset
 
     classes, dim = SHAPES.get(n, (100, 512))
     scores, features, labels = synthetic(n, classes, dim)
@@ -46,12 +46,12 @@ def run_one(method: str, n: int) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     if method == "unseen":
-        coreset = select_coreset(scores, features, labels, budget, num_classes=classes)
+        selected = select_coreset(scores, features, labels, budget, num_classes=classes).selected
     else:
-        coreset = baseline_coreset(method, scores, features, labels, budget)
+        selected = BASELINES[method](scores, features, labels, budget)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert coreset.selected.sum() == budget
+    assert selected.sum() == budget
     print(json.dumps({"method": method, "n": n, "classes": classes, "dim": dim, "seconds": round(seconds, 2),
                       "peak_rss_gib": round(peak / 2**20, 2), "inputs_gib": round(features.nbytes / 2**30, 2),
                       "rss_before_select_gib": round(before / 2**20, 2)}))
@@ -66,7 +66,8 @@ def main() -> None:
     if args.child:
         run_one(args.child[0], int(args.child[1]))
         return
-    from default_run import machine
+    from benchmarks.machine import machine
+    from unseen.io import write_json
 
     rows = []
     for n in map(int, args.sizes.split(",")):
@@ -76,7 +77,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     out = REPO / "benchmarks" / "results" / "selection_scale.json"
-    out.write_text(json.dumps({"command": " ".join(["python benchmarks/selection_scale.py", *sys.argv[1:]]), "machine": machine(), "prune_ratio": 0.7, "rows": rows}, indent=2) + "\n")
+    write_json(out, {"command": " ".join(["python benchmarks/selection_scale.py", *sys.argv[1:]]), "machine": machine(), "prune_ratio": 0.7, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The UNSEEN pruning pipeline: features -> held-out scores -> alignment-constrained selection -> retraining.
 
-Each stage reads and writes the Parquet tables under `outputs/`; DVC sees the same stages in dvc.yaml.
-The task runner comes from params (`orchestration.task_runner`, see tasks/runners.py); `unseen run` and `unseen stage`
-set it with `flow.with_options(task_runner=...)`, the decorators' runner is only the default for direct calls.
+Each stage (flows/stages.py composes its tasks) reads and writes the Parquet tables under `outputs/`; DVC sees the
+same stages in dvc.yaml. The task runner comes from params (`orchestration.task_runner`, see tasks/runners.py);
+`unseen run` and `unseen stage` set it with `flow.with_options(task_runner=...)`, the decorators' runner is only the
+default for direct calls.
 """
 
 from __future__ import annotations
@@ -15,24 +16,27 @@ from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.stages import run_stage
+from tasks.common import dataset_for
 from tasks.lineage import record_lineage
 from tasks.runners import set_torch_threads, workers_reach_this_api
-from tasks.stages import dataset_for, run_stage
 from tasks.tracking import check_tracking, pipeline_run
+from unseen.checks import check_params, check_run
 from unseen.config import STAGES, OrchestrationParams, Params, load_params
-from unseen.inputs import check_run
 
 DEFAULT_RUNNER = ThreadPoolTaskRunner(max_workers=OrchestrationParams().max_workers)
 
 
 def preflight(params: Params, stages: tuple[str, ...]) -> None:
-    """Refuse, before any work or any write, a run that cannot succeed: an unreachable tracking store, data that
-    cannot be loaded, params that do not fit the data, or input tables from other data or params.
+    """Refuse, before any work or any write, a run that cannot succeed: names nothing is registered under, an
+    unreachable tracking store, data that cannot be loaded, params that do not fit the data, or input tables from
+    other data or params.
 
     `unseen run` and `unseen stage` call it before the flow run starts; the flows call it again for scheduled runs
     (the data set is loaded once per process, so the second call costs little). It sets torch's threads first: the
     data set's normalisation statistics are reductions, which differ in the last bit with the thread count.
     """
+    check_params(params)
     set_torch_threads(params.orchestration)
     check_tracking(params.tracking.uri)
     check_run(params, dataset_for(params), stages)
@@ -63,7 +67,12 @@ def prune(params_file: str = "params.yaml", overrides: list[str] | None = None) 
     preflight(params, STAGES)
     with outputs_lock(params):
         with workers_reach_this_api(), pipeline_run(params, "prune") as tracker:
-            reports = [run_stage(name, params, tracker) for name in STAGES]
+            reports = [
+                run_stage("features", params, tracker),  # outputs/features.parquet: embeddings of every sample
+                run_stage("scores", params, tracker),  # outputs/scores.parquet: held-out (and seen) scores
+                run_stage("select", params, tracker),  # outputs/coreset.parquet: the coreset and the random baseline
+                run_stage("retrain", params, tracker),  # outputs/model.pt, metrics.json: both trained and tested
+            ]
         lineage_started = time.perf_counter()
         lineage = record_lineage(params_file, overrides or [])
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -22,3 +23,20 @@ def record_lineage(params_file: str, overrides: list[str]) -> str:
     if result.returncode != 0:
         return f"not recorded: dvc commit failed: {(result.stderr or result.stdout).strip()}"
     return "recorded in dvc.lock (dvc commit): `dvc status` has nothing to do"
+
+
+def file_md5(path: str | Path) -> str:
+    """The MD5 of a file's bytes: the hash DVC 3 records for a file output."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit() -> str:
+    """The checked-out commit, or "unknown" outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -4,7 +4,7 @@
   scheduler (`dask.address`) or on a LocalCluster it starts from the spec (`workers`, `threads_per_worker`, `resources`).
 - `workers_reach_this_api()`: around a flow's body, so that tasks on Dask worker processes report to the flow's
   Prefect API, the temporary (ephemeral) server included, instead of starting servers of their own.
-- `map_on_workers(task, ...)`: `task.map(...)` that asks the Dask scheduler for one unit of the `GPU` resource per task
+- `map_on_workers(task, ...)` (and `submit_on_workers` for one task): `task.map(...)` that asks the Dask scheduler for one unit of the `GPU` resource per task
   when the cluster's workers declare it, so a worker never runs two GPU tasks at once. Every mapped GPU task
   (fold scoring, multi-step scoring, retraining, benchmark cells) goes through it.
 - `set_torch_threads(orchestration)`: first line of every such task: sets torch's intra-op threads.
@@ -138,6 +138,12 @@ def map_on_workers(task: Task, *args, **kwargs):
     """
     with gpu_resource():
         return task.map(*args, **kwargs)
+
+
+def submit_on_workers(task: Task, *args, **kwargs):
+    """`task.submit(...)` with the same GPU request as `map_on_workers`: one task that trains, on any runner."""
+    with gpu_resource():
+        return task.submit(*args, **kwargs)
 
 
 def _dask_worker():

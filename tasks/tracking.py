@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from tasks.lineage import git_commit
 from unseen.config import Params
 
 PROBE_TIMEOUT_SECONDS = 5
@@ -53,13 +53,6 @@ def check_tracking(uri: str) -> None:
                 f"tracking.uri={uri}: folder {folder} does not exist or is not writable; create it or set tracking.uri "
                 "to another store. Nothing was run"
             )
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:

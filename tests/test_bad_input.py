@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import unseen.data
 from tests.conftest import tiny_params, write_params
 from tests.test_data import cifar_arrays, fashion_arrays, write_cifar, write_fashion_raw, write_fashion_system_dir, write_image_folder, write_png
-from unseen.cli import app
+from flows.cli import app
 from unseen.config import STAGE_PARAMS, load_params
 from unseen.data import place_system_fashion_mnist
 from unseen.tables import CORESET, FEATURES, SCORES, write_table
@@ -54,7 +54,7 @@ class Folder:
 
     def write_inputs(self, *, features: dict | None = None, scores: dict | None = None, meta: dict | None = None) -> None:
         """Valid features.parquet and scores.parquet for these params and data, with columns replaced as given."""
-        from tasks.stages import dataset_for
+        from tasks.common import dataset_for
 
         params = load_params(write_params(self.params_file, self.params))
         dataset = dataset_for(params)
@@ -224,7 +224,7 @@ def nan_rows(column: str, rows: list[int], value: float) -> Callable[[dict], np.
 
 
 def coreset_from_other_params(folder: Folder) -> None:
-    from tasks.stages import dataset_for
+    from tasks.common import dataset_for
 
     params = load_params(write_params(folder.params_file, folder.params))
     train = dataset_for(params).train
@@ -256,8 +256,8 @@ CASES = [
     # params.yaml
     Case("unknown key", RUN, setting("select", prune_rato=0.5), ("params.yaml: invalid params", "select.prune_rato: unknown key")),
     Case("unknown section", RUN, nested("typo_section", {}), ("typo_section: unknown key",)),
-    Case("unknown nested key", RUN, nested("scoring.recipe.epoch", 3), ("scoring.recipe.epoch: unknown key",)),
-    Case("wrong type int", RUN, setting("scoring", folds="two"), ("scoring.folds: Input should be a valid integer",)),
+    Case("unknown nested key", RUN, nested("scores.recipe.epoch", 3), ("scores.recipe.epoch: unknown key",)),
+    Case("wrong type int", RUN, setting("scores", folds="two"), ("scores.folds: Input should be a valid integer",)),
     Case("wrong type bool", RUN, setting("data", download="maybe"), ("data.download: Input should be a valid boolean",)),
     Case("wrong type list", RUN, setting("select", prune_ratio=[0.5]), ("select.prune_ratio: Input should be a valid number",)),
     Case("prune_ratio 0", RUN, setting("select", prune_ratio=0), ("select.prune_ratio: Input should be greater than 0",)),
@@ -266,17 +266,17 @@ CASES = [
     Case("prune_ratio -0.1", RUN, setting("select", prune_ratio=-0.1), ("select.prune_ratio: Input should be greater than 0",)),
     Case("budget below class count", RUN, setting("select", prune_ratio=0.998),
          ("select.prune_ratio=0.998: the coreset would keep 4 of 2000 train samples, fewer than the 10 classes", "lower select.prune_ratio")),
-    Case("one fold", RUN, setting("scoring", folds=1), ("scoring.folds: Input should be greater than or equal to 2",)),
-    Case("more folds than smallest class", RUN, setting("scoring", folds=201),
-         ("scoring.folds=201: class 'T-shirt/top' has only 200 train samples", "use at most 200 folds")),
-    Case("empty score list", RUN, setting("scoring", scores=[]), ("scoring.scores: Value error, list at least one score",)),
-    Case("unknown score", RUN, setting("scoring", scores=["el2n", "el3n"]),
-         ("scoring.scores: Value error, unknown score 'el3n'; use one of el2n, grand, loss, entropy, margin, forgetting, aum",)),
-    Case("score function not importable", RUN, setting("scoring", scores=["el2n", "nowhere.module:fn"]), ("cannot import 'nowhere.module:fn'",)),
-    Case("select.score not computed", RUN, lambda f: (setting("scoring", scores=["el2n"])(f), setting("select", score="aum_unseen")(f)),
-         ("select.score 'aum_unseen': 'aum' is not in scoring.scores ['el2n']",)),
-    Case("unknown method", RUN, setting("select", method="topk"), ("select.method: Value error, unknown method 'topk'; use one of: unseen, random,",)),
-    Case("unknown model", RUN, nested("scoring.recipe.model", "vgg16"), ("scoring.recipe.model: Input should be 'small_cnn', 'mlp' or 'resnet18'",)),
+    Case("one fold", RUN, setting("scores", folds=1), ("scores.folds: Input should be greater than or equal to 2",)),
+    Case("more folds than smallest class", RUN, setting("scores", folds=201),
+         ("scores.folds=201: class 'T-shirt/top' has only 200 train samples", "use at most 200 folds")),
+    Case("empty score list", RUN, setting("scores", scores=[]), ("scores.scores: Value error, list at least one score",)),
+    Case("unknown score", RUN, setting("scores", scores=["el2n", "el3n"]),
+         ("scores.scores: unknown score 'el3n'; use one of el2n, grand, loss, entropy, margin, forgetting, aum",)),
+    Case("score function not importable", RUN, setting("scores", scores=["el2n", "nowhere.module:fn"]), ("cannot import 'nowhere.module:fn'",)),
+    Case("select.score not computed", RUN, lambda f: (setting("scores", scores=["el2n"])(f), setting("select", score="aum_unseen")(f)),
+         ("select.score 'aum_unseen': 'aum' is not in scores.scores ['el2n']",)),
+    Case("unknown method", RUN, setting("select", method="topk"), ("select.method: unknown method 'topk'; use one of: unseen, random,",)),
+    Case("unknown model", RUN, nested("scores.recipe.model", "vgg16"), ("scores.recipe.model: Input should be 'small_cnn', 'mlp' or 'resnet18'",)),
     Case("unknown data set", RUN, setting("data", name="mnist"),
          ("data.name: Input should be 'fashion-mnist', 'cifar10', 'cifar100' or 'imagefolder'",)),
     Case("unknown extractor", RUN, setting("features", extractor="resnet18"), ("features.extractor", "proxy, pixels, pretrained:<torchvision model name>")),

@@ -3,21 +3,18 @@
 import numpy as np
 import pytest
 
-from unseen.baselines import (
+from unseen.selection.baselines import (
     BASELINES,
     CLASS_BALANCED,
     ccs,
-    d2_forward_scores,
-    d2_pruning,
-    herding,
-    kcenter_greedy,
     moderate_ds,
-    random_uniform,
     random_class_balanced,
+    random_uniform,
     topk_easiest,
     topk_hardest,
 )
-from unseen.selection import class_budgets, random_subset, stratified_quotas
+from unseen.selection.geometric import d2_forward_scores, d2_pruning, herding, kcenter_greedy
+from unseen.budgets import class_budgets, random_subset, stratified_quotas
 
 SEEDED = {"random", "random_class_balanced", "ccs", "kcenter_greedy"}  # the methods whose result depends on the seed
 

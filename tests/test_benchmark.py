@@ -9,7 +9,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import REPO, tiny_params, write_params
-from unseen.benchmark import FULL, Cell, cell_params, load_sweep, read_results, retrain_epochs, seed_params
+from benchmarks.sweep import FULL, Cell, cell_params, load_sweep, read_results, retrain_epochs, seed_params
 from unseen.config import ParamsError, TrainRecipe
 
 UNSEEN = str(Path(sys.executable).with_name("unseen"))
@@ -17,7 +17,7 @@ UNSEEN = str(Path(sys.executable).with_name("unseen"))
 
 def _sweep(tmp, fashion_root, **changes) -> dict:
     scoring = {"recipe": {"epochs": 1}, "score_epochs": [1, 1]}
-    params = tiny_params(tmp, fashion_root, data={"train_subset": 1000, "test_subset": 300}, scoring=scoring)
+    params = tiny_params(tmp, fashion_root, data={"train_subset": 1000, "test_subset": 300}, scores=scoring)
     params["retrain"] = {"recipe": {"epochs": 1}}
     params["features"] = {"extractor": "pixels", "pca_components": 16}
     sweep = {
@@ -43,7 +43,7 @@ def _sweep(tmp, fashion_root, **changes) -> dict:
 
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory, fashion_root, prefect_api):
-    from flows.benchmark import benchmark
+    from flows.bench import benchmark
 
     tmp = tmp_path_factory.mktemp("bench")
     config = tmp / "tiny.yaml"
@@ -64,7 +64,7 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
         assert row["coreset_size"] == round((1 - row["prune_ratio"]) * 1000) and row["pool_size"] == 1000
         assert row["epochs"] == {0.0: 1, 0.5: 2, 0.9: 8}[row["prune_ratio"]]  # 8 steps of 128 over the pool, as many over each coreset
     assert {"command", "machine", "wall_seconds", "sweep_hash"} <= set(meta)
-    assert (tmp / "results" / "tiny_score_distributions.png").stat().st_size > 0
+    assert (tmp / "results" / "tiny_scores_distributions.png").stat().st_size > 0
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bench-tests")
     cells = client.search_runs([experiment.experiment_id], "tags.stage = 'bench-cell'")
@@ -72,7 +72,7 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
 
 
 def test_second_call_trains_nothing_and_a_changed_method_retrains_only_its_cells(sweep_run, fashion_root):
-    from flows.benchmark import benchmark
+    from flows.bench import benchmark
 
     tmp, config, first = sweep_run
     again = subprocess.run([UNSEEN, "bench", "--config", str(config)], cwd=tmp, capture_output=True, text=True, timeout=300)
@@ -95,7 +95,7 @@ def test_report_is_generated_from_the_table_by_the_command(sweep_run):
     assert "unseen bench-report --config" in text and "| Random |" in text and "**" in text and "cells finished: 10 of 10" in text
     assert text.index("## Published anchors") > text.index("## Our measurements") and "2210.15809" in text
     assert (path.parent / "benchmarks" / "tiny_accuracy_vs_prune_ratio.png").stat().st_size > 0
-    assert (path.parent / "benchmarks" / "tiny_score_distributions.png").stat().st_size > 0
+    assert (path.parent / "benchmarks" / "tiny_scores_distributions.png").stat().st_size > 0
 
 
 def test_fixed_iterations_and_invalid_methods(tmp_path, fashion_root):

@@ -75,9 +75,9 @@ def test_prune_ratio_inside_the_range_is_accepted(tmp_path, ratio):
 )
 def test_score_window_must_lie_inside_training(tmp_path, scoring, ok):
     """score_epochs is a 1-based inclusive window with 1 <= first <= last <= recipe.epochs."""
-    path = write(tmp_path, {"scoring": scoring})
+    path = write(tmp_path, {"scores": scoring})
     if ok:
-        assert list(load_params(path).scoring.score_epochs) == scoring["score_epochs"]
+        assert list(load_params(path).scores.score_epochs) == scoring["score_epochs"]
     else:
         with pytest.raises(ParamsError, match="score_epochs"):
             load_params(path)
@@ -93,7 +93,7 @@ def test_known_extractors_are_accepted(tmp_path, extractor):
 
 @pytest.fixture
 def base_file(tmp_path) -> Path:
-    return write(tmp_path, {"select": {"prune_ratio": 0.5}, "scoring": {"recipe": {"epochs": 4}, "score_epochs": [1, 4]}})
+    return write(tmp_path, {"select": {"prune_ratio": 0.5}, "scores": {"recipe": {"epochs": 4}, "score_epochs": [1, 4]}})
 
 
 def test_override_float(base_file):
@@ -104,8 +104,8 @@ def test_override_float(base_file):
 
 
 def test_override_value_is_parsed_as_yaml_list(base_file):
-    """--set scoring.score_epochs=[1,2]: the value is YAML, so a list (a plain string would not validate)."""
-    assert load_params(base_file, ["scoring.score_epochs=[1,2]"]).scoring.score_epochs == (1, 2)
+    """--set scores.score_epochs=[1,2]: the value is YAML, so a list (a plain string would not validate)."""
+    assert load_params(base_file, ["scores.score_epochs=[1,2]"]).scores.score_epochs == (1, 2)
 
 
 def test_overrides_apply_in_order_and_create_sections(base_file):
@@ -152,8 +152,8 @@ def test_section_hash_tracks_only_the_named_sections(base_file):
 
     assert a.section_hash("select") != b.section_hash("select")
     assert a.section_hash("seed", "data", "select") != b.section_hash("seed", "data", "select")
-    assert a.section_hash("scoring") == b.section_hash("scoring")
-    assert a.section_hash("seed", "data", "scoring") == b.section_hash("seed", "data", "scoring")
+    assert a.section_hash("scores") == b.section_hash("scores")
+    assert a.section_hash("seed", "data", "scores") == b.section_hash("seed", "data", "scores")
 
 
 def test_section_hash_is_stable_and_order_free(base_file):
@@ -161,4 +161,4 @@ def test_section_hash_is_stable_and_order_free(base_file):
     a, b = load_params(base_file), load_params(base_file)
     assert a.section_hash("data", "select") == b.section_hash("select", "data")
     assert re.fullmatch(r"[0-9a-f]{16}", a.section_hash("select"))
-    assert a.section_hash("select") != a.section_hash("scoring")
+    assert a.section_hash("select") != a.section_hash("scores")

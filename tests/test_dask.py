@@ -33,7 +33,7 @@ def torch_threads_restored():
 def _run_like_the_cli(tmp, fashion_root, orchestration: dict):
     """`unseen run --params FILE`: the runner chosen from params by the CLI's own helper; returns (result, flow run id)."""
     from flows.prune import prune
-    from unseen.cli import _flow_with_runner
+    from flows.cli import _flow_with_runner
 
     tmp.mkdir()
     params_file = write_params(tmp / "params.yaml", tiny_params(tmp, fashion_root, orchestration=orchestration, select={"steps": 2}))
@@ -77,11 +77,11 @@ def test_workers_report_to_the_flows_prefect_api(local_and_dask, cluster):
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     names = sorted(run.name.rsplit("-", 1)[0] for run in runs if run.state.is_completed())
-    assert names.count("scoring-model") == 3 and names.count("step-scoring") == 1 and names.count("retrain") == 2, names
+    assert names.count("scoring-model") == 4 and names.count("retrain") == 2, names  # 2 folds, 1 seen, 1 step model
 
     # the mapped tasks ran in the workers: each loaded the data set there (by path), and torch has 1 thread per worker
     with distributed.Client(cluster) as client:
-        loaded = client.run(lambda: __import__("tasks.stages").stages._cached_dataset.cache_info().currsize)
+        loaded = client.run(lambda: __import__("tasks.common").common._cached_dataset.cache_info().currsize)
         threads = client.run(torch.get_num_threads)
     assert sum(loaded.values()) >= 1 and set(threads.values()) == {1}
 

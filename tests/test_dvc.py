@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
 import pytest
 import yaml
 
 from tests.conftest import REPO, tiny_params
 
 BIN = Path(sys.executable).parent
+DVC = ".venv/bin/dvc"  # the README's command, from the repository root
+STAGES = ("features", "scores", "select", "retrain")
+ORCHESTRATION = {"tasks.tracking", "tasks.runners", "tasks.lineage"}  # where a run is tracked and run, not what it computes
 
 
 def _run(args, cwd, env):
@@ -31,16 +35,17 @@ def repo_copy(tmp_path, fashion_root):
         if (REPO / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
+    (copy / ".venv").symlink_to(REPO / ".venv")  # as after `make install`: dvc.yaml's stages call .venv/bin/unseen
     params = tiny_params(copy, fashion_root)
     params["outputs"] = "outputs"  # the paths dvc.yaml declares
     params["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN)  # no venv on PATH, as in a fresh shell
+    env = {**os.environ, "PATH": path, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
         _run(command, copy, env)
     if not (copy / ".dvc").is_dir():
-        _run(["dvc", "init", "-q"], copy, env)
+        _run([DVC, "init", "-q"], copy, env)
     return copy, env
 
 
@@ -50,22 +55,53 @@ def _ran_stages(output: str) -> set[str]:
 
 def test_repro_then_nothing_then_only_downstream_then_run_is_in_sync(repo_copy):
     copy, env = repo_copy
-    assert _ran_stages(_run(["dvc", "repro"], copy, env)) == {"features", "scores", "select", "retrain"}
+    assert _ran_stages(_run([DVC, "repro"], copy, env)) == {"features", "scores", "select", "retrain"}
     assert (copy / "dvc.lock").is_file()
-    assert _ran_stages(_run(["dvc", "repro"], copy, env)) == set()
+    assert _ran_stages(_run([DVC, "repro"], copy, env)) == set()
 
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["select"]["prune_ratio"] = 0.7
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran_stages(_run(["dvc", "repro"], copy, env)) == {"select", "retrain"}
-    shown = _run(["dvc", "metrics", "show", "--json"], copy, env)
+    assert _ran_stages(_run([DVC, "repro"], copy, env)) == {"select", "retrain"}
+    shown = _run([DVC, "metrics", "show", "--json"], copy, env)
     metrics = json.loads(shown)
     values = next(iter(metrics.values()))["data"]["outputs/metrics.json"]["data"]
     assert values["coreset_size"] == 600 and "test_accuracy_coreset" in values and "test_accuracy_random" in values
 
     params["select"]["prune_ratio"] = 0.6
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = _run(["unseen", "run"], copy, env)
+    output = _run([".venv/bin/unseen", "run"], copy, env)
     assert "recorded in dvc.lock" in output
-    status = _run(["dvc", "status", "--json"], copy, env)
+    status = _run([DVC, "status", "--json"], copy, env)
     assert json.loads(status) == {}, status
+
+
+def _stage_modules(graph, stage: str) -> set[str]:
+    """The project modules whose code the stage's outputs depend on: everything its task module imports, transitively."""
+    modules = graph.find_upstream_modules(f"tasks.{stage}") | {f"tasks.{stage}"}
+    return {m for m in modules if m.split(".")[0] in ("unseen", "tasks") and m not in ORCHESTRATION and m != "unseen"}
+
+
+def _covers(dep: str, module: str) -> bool:
+    path = REPO / (module.replace(".", "/") + ".py")
+    path = path if path.is_file() else path.with_suffix("") / "__init__.py"
+    return path == REPO / dep or (REPO / dep).is_dir() and REPO / dep in path.parents
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_depends_on_exactly_the_modules_it_imports(stage):
+    """dvc.yaml's code deps are the stage's import closure: a code change reruns the stages it affects and no others."""
+    graph = grimp.build_graph("unseen", "tasks")
+    modules = _stage_modules(graph, stage)
+    deps = [d for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"] if not d.startswith("outputs/")]
+    assert not [m for m in sorted(modules) if not any(_covers(d, m) for d in deps)], "modules missing from deps"
+    assert not [d for d in deps if not any(_covers(d, m) for m in modules)], "deps the stage does not import"
+
+
+def test_touching_a_selection_module_reruns_select_and_retrain_only(repo_copy):
+    copy, env = repo_copy
+    _run([DVC, "repro"], copy, env)
+    with open(copy / "unseen" / "selection" / "objective.py", "a") as handle:
+        handle.write("\n# touched\n")
+    changed = json.loads(_run([DVC, "status", "--json"], copy, env))
+    assert set(changed) == {"select", "retrain"}, changed

@@ -20,7 +20,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-import tasks.stages
+import tasks.scores
 from tests.conftest import tiny_params, write_params
 from unseen.config import load_params
 from unseen.tables import MODEL_OUTPUTS, read_table
@@ -36,7 +36,7 @@ def fault_params(folder: Path, fashion_root: Path, **sections) -> Path:
         fashion_root,
         data={"train_subset": 1000, "test_subset": 200},
         features={"extractor": "pixels", "pca_components": 8},
-        scoring={"folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
+        scores={"folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
         retrain={"recipe": {"epochs": 1}},
         orchestration={"retries": 1, "retry_delay_seconds": 0, "max_workers": 1, "torch_threads": 1},
     )
@@ -74,7 +74,7 @@ def test_transient_task_failure_is_retried_and_the_table_is_the_same(reference, 
     child run is marked FAILED, and scores.parquet holds the same data as the run without the fault."""
     from flows.prune import stage
 
-    real, calls = tasks.stages.train_scoring_model, []
+    real, calls = tasks.scores.train_scoring_model, []
 
     def fails_once(dataset, model, *args, **kwargs):
         calls.append(model.name)
@@ -82,7 +82,7 @@ def test_transient_task_failure_is_retried_and_the_table_is_the_same(reference, 
             raise ConnectionResetError("injected transient fault")
         return real(dataset, model, *args, **kwargs)
 
-    monkeypatch.setattr(tasks.stages, "train_scoring_model", fails_once)
+    monkeypatch.setattr(tasks.scores, "train_scoring_model", fails_once)
     result = stage(name="scores", params_file=str(fault_params(tmp_path, fashion_root)))
 
     assert sorted(calls) == sorted([*FOLD_MODELS, "unseen_r0_f1"])
@@ -96,7 +96,7 @@ def test_out_of_memory_retries_with_half_the_batch_down_to_the_floor(tmp_path, f
     (orchestration.min_batch_size), records it on the model's MLflow run and in its cached records, and finishes."""
     from flows.prune import stage
 
-    real, batches = tasks.stages.train_scoring_model, []
+    real, batches = tasks.scores.train_scoring_model, []
 
     def oom_above_32(dataset, model, scoring, *args, **kwargs):
         batches.append(scoring.recipe.batch_size)
@@ -104,7 +104,7 @@ def test_out_of_memory_retries_with_half_the_batch_down_to_the_floor(tmp_path, f
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return real(dataset, model, scoring, *args, **kwargs)
 
-    monkeypatch.setattr(tasks.stages, "train_scoring_model", oom_above_32)
+    monkeypatch.setattr(tasks.scores, "train_scoring_model", oom_above_32)
     params_file = fault_params(tmp_path, fashion_root, orchestration={"retries": 0, "torch_threads": 1, "min_batch_size": 32})
     result = stage(name="scores", params_file=str(params_file))
 
@@ -112,25 +112,25 @@ def test_out_of_memory_retries_with_half_the_batch_down_to_the_floor(tmp_path, f
     for run in child_runs(tmp_path, result["run_id"]):
         assert run.info.status == "FINISHED"
         assert (run.data.tags["oom_retries"], run.data.tags["batch_size"]) == ("2", "32")
-    for record in (tmp_path / "outputs" / "cache" / "scoring").glob("*/*.parquet"):
+    for record in (tmp_path / "outputs" / "cache" / "scores").glob("*/*.parquet"):
         assert read_table(MODEL_OUTPUTS, record).schema.metadata[b"unseen.batch_size"] == b"32"
     assert np.isfinite(pq.read_table(tmp_path / "outputs" / "scores.parquet").column("el2n_unseen").to_numpy()).all()
 
 
 def test_out_of_memory_at_the_floor_gives_up_and_says_so(tmp_path, fashion_root):
     """Every batch size already at the floor: nothing smaller to try, so the error is raised with a note naming it."""
-    from tasks.stages import _shrinking_on_oom
+    from tasks.common import shrinking_on_oom
 
     params = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 4096}))
     assert params.with_halved_batches() is None
     halved = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 50})).with_halved_batches()
-    assert (halved.scoring.recipe.batch_size, halved.scoring.batch_size, halved.features.batch_size) == (64, 512, 256)
+    assert (halved.scores.recipe.batch_size, halved.scores.batch_size, halved.features.batch_size) == (64, 512, 256)
 
     def always_oom(_params):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
     with pytest.raises(torch.OutOfMemoryError) as info:
-        _shrinking_on_oom(params, None, "run", "scores unseen_r0_f0", lambda p: p.scoring.recipe.batch_size, always_oom)
+        shrinking_on_oom(params, None, "run", "scores unseen_r0_f0", lambda p: p.scores.recipe.batch_size, always_oom)
     assert "still out of memory at batch size 128 (orchestration.min_batch_size)" in "\n".join(info.value.__notes__)
 
 
@@ -142,7 +142,7 @@ def test_killed_mid_scores_leaves_no_table_and_the_rerun_trains_only_what_is_mis
     from flows.prune import stage
 
     params_file = fault_params(tmp_path, fashion_root)
-    cache = tmp_path / "outputs" / "cache" / "scoring"
+    cache = tmp_path / "outputs" / "cache" / "scores"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     process = subprocess.Popen([UNSEEN, "stage", "scores", "--params", str(params_file)], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -181,7 +181,7 @@ def test_two_runs_at_once_in_one_folder_take_turns(tmp_path, fashion_root, prefe
     MLflow parent runs do not overlap in time (no table written by both at once), and both runs are complete."""
     from prefect.settings import PREFECT_API_URL
 
-    params_file = fault_params(tmp_path, fashion_root, data={"train_subset": 500, "test_subset": 100}, scoring={"folds": 2})
+    params_file = fault_params(tmp_path, fashion_root, data={"train_subset": 500, "test_subset": 100}, scores={"folds": 2})
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     processes = [
         subprocess.Popen([UNSEEN, "run", "--params", str(params_file)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -206,8 +206,11 @@ def test_two_runs_at_once_in_one_folder_take_turns(tmp_path, fashion_root, prefe
 
 def test_every_task_that_uses_the_device_carries_the_gpu_tag():
     """`prefect concurrency-limit create gpu 1` then caps them on a shared Prefect server (README, Devices)."""
-    from tasks.stages import combine_scores_task, features_task, retrain_task, scoring_model_task, select_task, step_scoring_task
+    from tasks.features import features_task
+    from tasks.retrain import retrain_task
+    from tasks.scores import combine_scores_task, scoring_model_task
+    from tasks.select import select_task
 
-    assert all("gpu" in task.tags for task in (features_task, scoring_model_task, step_scoring_task, retrain_task))
+    assert all("gpu" in task.tags for task in (features_task, scoring_model_task, retrain_task))
     # CPU only; select waits on its step tasks, so holding a gpu slot there would deadlock a limit of 1
     assert "gpu" not in combine_scores_task.tags and "gpu" not in select_task.tags

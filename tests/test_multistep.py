@@ -4,40 +4,50 @@ import numpy as np
 import pytest
 import torch
 
-from unseen.config import DataParams, ScoringParams, TrainRecipe
+from unseen.budgets import class_budgets
+from unseen.config import DataParams, ScoresParams, SelectParams, TrainRecipe
 from unseen.data import load_dataset
-from unseen.multistep import incremental_coreset, local_step_scorer
-from unseen.selection import class_budgets
+from unseen.scores import ModelRecord, ScoringModel, score_step, step_scores
+from unseen.selection import select_multistep, step_difficulty
 
 
-def test_incremental_coreset_grows_by_held_out_steps(fashion_root):
+def test_multistep_grows_by_held_out_steps(fashion_root):
     dataset = load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=600, test_subset=50))
     labels = dataset.train.labels.numpy()
     features = dataset.train.images.flatten(1).numpy().astype(np.float32)[:, ::8] / 255.0
     first_scores = np.random.default_rng(0).random(len(labels))
-    reports = []
-    scorer = local_step_scorer(
-        dataset, ScoringParams(recipe=TrainRecipe(epochs=1), score_epochs=(1, 1)), "el2n", seed=0, device=torch.device("cpu")
-    )
-    coreset, joined = incremental_coreset(
-        features, labels, first_scores, 240, scorer, steps=3, schedule="equal", num_classes=10, seed=0, on_step=reports.append
-    )
+    scoring = ScoresParams(recipe=TrainRecipe(epochs=1), score_epochs=(1, 1))
+    records = []
+
+    def scorer(step, kept):
+        scores, record = score_step(dataset, step, kept, scoring, "el2n", seed=0, device=torch.device("cpu"))
+        records.append((step, kept.copy(), record))
+        return scores
+
+    params = SelectParams(prune_ratio=0.6, steps=3)
+    coreset, joined = select_multistep(params, first_scores, features, labels, scorer, num_classes=10, seed=0)
     assert coreset.selected.sum() == 240
     assert list(np.bincount(labels[coreset.selected], minlength=10)) == list(class_budgets(labels, 240, 10))
-    assert [(r.step, r.size) for r in reports] == [(1, 80), (2, 160), (3, 240)]
     assert [int((joined == step).sum()) for step in (1, 2, 3)] == [80, 80, 80]
     assert ((joined > 0) == coreset.selected).all()
-    for report in reports[1:]:
-        assert report.trained_on.sum() == report.size - 80  # trained on the coreset of the previous step
-        assert np.array_equal(report.trained_on, (joined > 0) & (joined < report.step))  # so it scored only the rest
+    assert [step for step, _, _ in records] == [2, 3]
+    for step, kept, record in records:
+        assert np.array_equal(record.trained_on, (joined > 0) & (joined < step))  # trained on the coreset of the previous step
+        assert np.array_equal(kept, record.trained_on) and len(record.sample_ids) == (~kept).sum()  # and scored only the rest
 
 
-def test_a_scorer_that_trains_on_what_it_scores_is_refused():
-    labels = np.repeat(np.arange(2), 20)
-    features = np.random.default_rng(0).random((40, 4)).astype(np.float32)
+def test_a_step_record_that_trained_on_what_it_scores_is_refused():
+    kept = np.arange(10) < 4
+    leaky = ModelRecord(
+        model=ScoringModel("step", 1), sample_ids=np.arange(4, 10), labels=np.zeros(6, dtype=np.int64), epochs=(1,),
+        logits=np.zeros((1, 6, 2), dtype=np.float32), embedding_norms=np.ones((1, 6), dtype=np.float32), trained_on=np.ones(10, dtype=bool),
+    )
+    with pytest.raises(ValueError, match="step-2: not held out"):
+        step_scores(leaky, kept, "el2n")
 
-    def leaky(step, kept):
-        return np.zeros((~kept).sum()), np.ones(len(kept), dtype=bool)
 
-    with pytest.raises(ValueError, match="step 2: the scoring model trained on samples it scores"):
-        incremental_coreset(features, labels, np.zeros(40), 20, leaky, steps=2, schedule="equal", num_classes=2)
+def test_step_difficulty_replaces_the_scores_of_samples_not_yet_kept():
+    held_out = np.arange(6, dtype=np.float64)
+    joined = np.array([1, -1, 2, -1, 1, -1])
+    difficulty = step_difficulty(held_out, joined, [np.array([10.0, 11.0, 12.0, 13.0]), np.array([20.0, 21.0, 22.0])])
+    assert list(difficulty) == [0.0, 20.0, 11.0, 21.0, 4.0, 22.0]  # step 2 scored 1, 2, 3, 5; step 3 scored 1, 3, 5

@@ -30,7 +30,7 @@ def test_tables_have_their_schemas_and_row_counts(pipeline_run):
     for name in ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum"):
         for variant in ("unseen", "seen"):
             assert np.isfinite(scores.column(f"{name}_{variant}").to_numpy()).all()
-    report = json.loads((outputs / "score_report.json").read_text())
+    report = json.loads((outputs / "scores_report.json").read_text())
     assert {"el2n_unseen_std", "el2n_seen_std", "el2n_spearman_seen_unseen", "aum_unseen_bins_holding_90pct"} <= set(report)
     coreset = read_table(CORESET, outputs / "coreset.parquet")
     assert len(coreset) == 2000
@@ -56,7 +56,7 @@ def test_mlflow_has_parent_children_and_registered_model(pipeline_run):
     assert names == ["features", "retrain/coreset", "retrain/random", "scores/seen_r0", "scores/unseen_r0_f0", "scores/unseen_r0_f1"]
     fold_run = next(run for run in children if run.info.run_name == "scores/unseen_r0_f0")
     assert len(client.get_metric_history(fold_run.info.run_id, "scored_accuracy")) == 2  # one point per recorded epoch
-    assert "plots/score_distributions.png" in [a.path for a in client.list_artifacts(result["run_id"], "plots")]
+    assert "plots/scores_distributions.png" in [a.path for a in client.list_artifacts(result["run_id"], "plots")]
 
     version = client.get_model_version_by_alias("tiny-coreset-model", "current")
     assert set(version.tags) >= {"git_commit", "data_fingerprint", "dvc_md5.features", "dvc_md5.scores", "dvc_md5.coreset"}
@@ -72,7 +72,7 @@ def test_same_params_give_the_same_coreset_and_cached_folds_are_reused(pipeline_
     tmp, _, first = pipeline_run
     again = tmp / "again"
     again.mkdir()
-    second = prune(params_file=str(write_params(again / "params.yaml", tiny_params(again, fashion_root))))
+    prune(params_file=str(write_params(again / "params.yaml", tiny_params(again, fashion_root))))
     for table in ("scores.parquet", "coreset.parquet"):
         assert pq.read_table(tmp / "outputs" / table).equals(pq.read_table(again / "outputs" / table))
     rerun = prune(params_file=str(tmp / "params.yaml"))
@@ -100,5 +100,5 @@ def test_select_stage_runs_baselines_and_multi_step_with_tracked_steps(pipeline_
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     children = client.search_runs([client.get_run(result["run_id"]).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
     assert [run.info.run_name for run in children] == ["select/step-2"]
-    report = json.loads((tmp / "outputs" / "selection_report.json").read_text())
+    report = json.loads((tmp / "outputs" / "select_report.json").read_text())
     assert {"mmd_to_train_coreset", "mmd_to_test_random", "coreset_per_class", "region_keep_ratio_histogram"} <= set(report)

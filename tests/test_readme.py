@@ -7,9 +7,9 @@ from tests.conftest import REPO
 
 def test_the_readme_python_example_runs(fashion_root, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
-    example = next(block for block in blocks if "select_coreset(" in block)
+    example = next(block for block in blocks if "select(" in block)
     monkeypatch.chdir(REPO)
     example = example.replace('"data.test_subset=500"', f'"data.test_subset=500", "data.root={fashion_root}", "data.download=false", '
-                              '"scoring.recipe.epochs=2", "scoring.score_epochs=[1,2]"')
+                              '"scores.recipe.epochs=2", "scores.score_epochs=[1,2]"')
     exec(compile(example, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == "1000 of 2000 kept"

@@ -3,17 +3,9 @@
 import numpy as np
 import pytest
 
-from unseen.selection import (
-    UnseenObjective,
-    allocate,
-    budget_for,
-    class_budgets,
-    fourier_features,
-    mmd,
-    random_subset,
-    select_coreset,
-    stratified_quotas,
-)
+from unseen.budgets import allocate, budget_for, class_budgets, random_subset, stratified_quotas
+from unseen.selection import UnseenObjective, mmd, select_coreset
+from unseen.selection.kernels import fourier_features
 
 
 def _toy(n=3000, classes=5, dim=16, seed=0):
@@ -185,7 +177,7 @@ def test_random_subset_matches_per_class_counts():
 
 
 def test_step_budgets_equal_and_geometric():
-    from unseen.multistep import step_budgets
+    from unseen.selection import step_budgets
 
     assert step_budgets(300, 3, "equal") == [100, 200, 300]
     assert step_budgets(700, 3, "geometric") == [100, 300, 700]

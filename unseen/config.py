@@ -1,4 +1,8 @@
-"""Every knob of the pipeline, read from one params.yaml into one typed, validated object."""
+"""Every knob of the pipeline, read from one params.yaml into one typed, validated object.
+
+The ground floor of the library: it imports nothing of the project and checks syntax and ranges only. Whether a
+named score or selection method exists is checked by `unseen.checks` against their registries, before a run.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("features", "scores", "select", "retrain")
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "features": ("seed", "data", "features"),
+    "scores": ("seed", "data", "scores"),
+    "select": ("seed", "data", "scores", "select"),
+    "retrain": ("seed", "data", "select", "retrain"),
+}
+"""The params sections each stage's outputs depend on: what its tables' params hash covers, and dvc.yaml's params."""
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 MODELS = ("small_cnn", "mlp", "resnet18")
 
@@ -60,7 +71,7 @@ class FeaturesParams(_Section):
         raise ValueError(f"unknown extractor {value!r}; use one of: proxy, pixels, pretrained:<torchvision model name>")
 
 
-class ScoringParams(_Section):
+class ScoresParams(_Section):
     folds: int = Field(2, ge=2)
     repeats: int = Field(1, ge=1)
     seen: bool = True
@@ -74,15 +85,9 @@ class ScoringParams(_Section):
     def _scores_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("list at least one score, e.g. [el2n]")
-        from unseen.scores import resolve_score
-
         for entry in value:
             if not re.fullmatch(r"[a-z][a-z0-9_]*|[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
                 raise ValueError(f"{entry!r} is neither a score name nor 'package.module:function'")
-            try:  # an unknown name is refused now, not after every scoring model has trained
-                resolve_score(entry)
-            except ValueError as exc:
-                raise ValueError(str(exc).removeprefix("scoring.scores: ")) from None
         return value
 
     @property
@@ -91,7 +96,7 @@ class ScoringParams(_Section):
         return tuple(entry.partition(":")[2].lower() if ":" in entry else entry for entry in self.scores)
 
     @model_validator(mode="after")
-    def _window_inside_training(self) -> "ScoringParams":
+    def _window_inside_training(self) -> "ScoresParams":
         first, last = self.score_epochs
         if not 1 <= first <= last <= self.recipe.epochs:
             raise ValueError(
@@ -101,7 +106,7 @@ class ScoringParams(_Section):
 
 
 class SelectParams(_Section):
-    method: str = "unseen"
+    method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = Field("el2n_unseen", pattern=r"^[a-z][a-z0-9_]*_(unseen|seen)$")
     hard_cutoff: float = Field(0.0, ge=0, lt=1)
@@ -118,14 +123,10 @@ class SelectParams(_Section):
     step_schedule: Literal["equal", "geometric"] = "equal"
     score_bins: int = Field(50, ge=1)
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from unseen.baselines import BASELINES
-
-        if value != "unseen" and value not in BASELINES:
-            raise ValueError(f"unknown method {value!r}; use one of: unseen, {', '.join(BASELINES)}")
-        return value
+    @property
+    def score_name(self) -> str:
+        """The score behind `score`, without its variant: `el2n_unseen` -> `el2n`."""
+        return self.score.rpartition("_")[0]
 
 
 class RetrainParams(_Section):
@@ -181,7 +182,7 @@ class Params(_Section):
     outputs: str = "outputs"
     data: DataParams = DataParams()
     features: FeaturesParams = FeaturesParams()
-    scoring: ScoringParams = ScoringParams()
+    scores: ScoresParams = ScoresParams()
     select: SelectParams = SelectParams()
     retrain: RetrainParams = RetrainParams()
     orchestration: OrchestrationParams = OrchestrationParams()
@@ -190,10 +191,10 @@ class Params(_Section):
     @model_validator(mode="after")
     def _selection_score_is_computed(self) -> "Params":
         stem, _, variant = self.select.score.rpartition("_")
-        if stem not in self.scoring.score_names:
-            raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scoring.scores {list(self.scoring.score_names)}")
-        if variant == "seen" and not self.scoring.seen:
-            raise ValueError(f"select.score {self.select.score!r} needs scoring.seen: true")
+        if stem not in self.scores.score_names:
+            raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scores.scores {list(self.scores.score_names)}")
+        if variant == "seen" and not self.scores.seen:
+            raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
         if self.select.steps > 1 and self.select.method != "unseen":
             raise ValueError(f"select.steps={self.select.steps} (multi-step) needs select.method: unseen")
         return self
@@ -207,9 +208,9 @@ class Params(_Section):
         an out-of-memory error. None when all of them are already at the floor (nothing smaller to try)."""
         floor = self.orchestration.min_batch_size
         tree = self.model_dump()
-        recipes = [tree["features"]["proxy"], tree["scoring"]["recipe"], tree["retrain"]["recipe"]]
+        recipes = [tree["features"]["proxy"], tree["scores"]["recipe"], tree["retrain"]["recipe"]]
         fields = [(r, "batch_size") for r in recipes] + [
-            (tree["features"], "batch_size"), (tree["scoring"], "batch_size"), (tree["retrain"], "batch_size_eval")
+            (tree["features"], "batch_size"), (tree["scores"], "batch_size"), (tree["retrain"], "batch_size_eval")
         ]
         changed = False
         for section, key in fields:
@@ -219,18 +220,18 @@ class Params(_Section):
         return type(self).model_validate(tree) if changed else None
 
     def section_hash(self, *sections: str) -> str:
-        """Short hash of the named top-level sections: what a stage's output depends on."""
+        """Short hash of the named top-level sections: what an output depends on."""
         dumped = self.model_dump(mode="json")
         payload = json.dumps({name: dumped[name] for name in sorted(sections)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def stage_hash(self, stage: str) -> str:
+        """The params hash of one stage's outputs (stamped in its tables, checked by the stages that read them)."""
+        return self.section_hash(*STAGE_PARAMS[stage])
 
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "features": ("seed", "data", "features"),
-    "scores": ("seed", "data", "scoring"),
-    "select": ("seed", "data", "scoring", "select"),
-    "retrain": ("seed", "data", "select", "retrain"),
-}
+    def run_hash(self) -> str:
+        """The params hash of a whole run: every section any stage depends on (run reports, benchmark cells)."""
+        return self.section_hash(*sorted({section for sections in STAGE_PARAMS.values() for section in sections}))
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -244,8 +245,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
-    lines = [f"{source}: invalid params"]
+def format_validation_error(source: str, error: ValidationError, what: str = "params") -> str:
+    """One line per problem, each naming the dotted key: how every invalid params or sweep file is reported."""
+    lines = [f"{source}: invalid {what}"]
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = "unknown key, remove it or check its spelling" if item["type"] == "extra_forbidden" else item["msg"]
@@ -253,23 +255,34 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    """Read a params file and apply `key.sub=value` overrides (values parsed as YAML)."""
+def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or a ParamsError naming the file (`hint`: what to pass instead)."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found; pass --params FILE or run from the project folder")
+        raise ParamsError(f"{path}: {what} file not found; {hint}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: the top level must be a mapping of sections")
+    return tree
+
+
+def validate_params(tree: dict[str, Any], source: str) -> Params:
+    """A params tree as typed Params, or a ParamsError that names `source` and every bad key."""
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(source, exc)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read a params file and apply `key.sub=value` overrides (values parsed as YAML)."""
+    tree = read_yaml_mapping(path, "params", "pass --params FILE or run from the project folder")
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
             raise ParamsError(f"--set {override!r}: expected KEY=VALUE, e.g. --set select.prune_ratio=0.7")
         _set_dotted(tree, key.strip(), yaml.safe_load(raw))
-    try:
-        return Params.model_validate(tree)
-    except ValidationError as exc:
-        raise ParamsError(_format_validation_error(str(path), exc)) from None
+    return validate_params(tree, str(path))

@@ -15,7 +15,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from unseen.config import DataParams
 from unseen.io import atomic_path
-from unseen.selection import class_budgets, random_subset
+from unseen.budgets import class_budgets, random_subset
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (

@@ -103,3 +103,13 @@ def extract_features(
     if params.extractor == "proxy":
         return proxy_features(dataset, params, seed, device, on_epoch)
     return pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device)
+
+
+def features_columns(dataset: ImageDataset, train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns of features.parquet (`unseen.tables.FEATURES`): train rows, then test rows."""
+    return {
+        "sample_id": np.concatenate([dataset.train.sample_ids, dataset.test.sample_ids]),
+        "split": np.array(["train"] * len(train) + ["test"] * len(test)),
+        "label": np.concatenate([dataset.train.labels.numpy(), dataset.test.labels.numpy()]),
+        "embedding": np.concatenate([train, test]),
+    }

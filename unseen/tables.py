@@ -125,7 +125,12 @@ def write_table(
         "unseen.data_fingerprint": data_fingerprint,
         **{f"unseen.{key}": str(value) for key, value in extra_meta.items()},
     }
-    table = table.replace_schema_metadata(metadata)
+    return write_parquet(table, path, metadata)
+
+
+def write_parquet(table: pa.Table, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Any table with `unseen.`-prefixed metadata, written atomically: the one way Parquet files are written."""
+    table = table.replace_schema_metadata({key: str(value) for key, value in metadata.items()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
@@ -140,7 +145,7 @@ def read_table(spec: TableSpec, path: str | Path, *, data_fingerprint: str | Non
         table = pq.read_table(path)
     except Exception as exc:
         raise TableError(f"{path}: not a readable Parquet file ({exc}); delete it and {spec.rerun}") from None
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    meta = {f"unseen.{key}": value for key, value in table_meta(table).items()}
     if meta.get("unseen.table") != spec.name:
         raise TableError(f"{path}: this is a {meta.get('unseen.table', 'foreign')!r} table, expected {spec.name!r}")
     if meta.get("unseen.schema_version") != SCHEMA_VERSION:
@@ -163,6 +168,7 @@ def read_table(spec: TableSpec, path: str | Path, *, data_fingerprint: str | Non
 
 
 def table_meta(table: pa.Table) -> dict[str, str]:
+    """The table's `unseen.` metadata, without the prefix."""
     return {k.decode().removeprefix("unseen."): v.decode() for k, v in (table.schema.metadata or {}).items()}
 
 
@@ -200,24 +206,3 @@ def positions_of(available: np.ndarray, wanted: np.ndarray, where: str) -> np.nd
     if missing.any():
         raise TableError(f"{where}: {int(missing.sum())} sample_ids are missing, first {int(wanted[np.flatnonzero(missing)[0]])}")
     return order[found]
-
-
-BENCHMARK_RESULTS = pa.schema(
-    [
-        ("method", pa.string()),  # a sweep method name, or "full" (the whole pool, no selection)
-        ("group", pa.string()),  # baseline | unseen | ablation | full: the report table the row belongs to
-        ("prune_ratio", pa.float64()),  # fraction of the pool removed (0 for full)
-        ("seed", pa.int64()),
-        ("test_accuracy", pa.float64()),
-        ("coreset_size", pa.int64()),
-        ("pool_size", pa.int64()),
-        ("epochs", pa.int64()),  # epochs over the coreset under the sweep's budget rule
-        ("train_seconds", pa.float64()),  # retraining, evaluation excluded
-        ("selection_seconds", pa.float64()),  # the select stage's compute (multi-step: its scoring models too)
-        ("features_seconds", pa.float64()),  # the seed's feature extraction, shared by its cells
-        ("scoring_seconds", pa.float64()),  # the seed's scoring models (seen and held out), shared by its cells
-        ("params_hash", pa.string()),  # hash of the cell's seed, data, features, scoring, select and retrain params
-        ("mlflow_run_id", pa.string()),
-    ]
-)
-"""The benchmark sweep's results (unseen/benchmark.py): one row per (method, prune ratio, seed) cell, not keyed by sample."""

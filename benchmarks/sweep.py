@@ -13,7 +13,7 @@ to whole epochs over the coreset; a 10% coreset thus gets 10x the epochs. Withou
 under-trained, and that under-training, not the choice of samples, dominates their accuracy. `fixed_epochs` trains
 every coreset for `retrain.recipe.epochs` epochs, to measure the effect of the rule itself.
 
-The results are one Parquet table (schema `unseen.tables.BENCHMARK_RESULTS`, one row per cell), written atomically
+The results are one Parquet table (schema `RESULTS`, one row per cell), written atomically
 with the sweep's hash, the command and the machine in its metadata.
 """
 
@@ -22,21 +22,37 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from unseen.config import Params, ParamsError, TrainRecipe, load_params
-from unseen.io import atomic_path
-from unseen.selection import budget_for
-from unseen.tables import BENCHMARK_RESULTS, TableError
+from unseen.budgets import budget_for
+from unseen.config import Params, ParamsError, TrainRecipe, format_validation_error, load_params, read_yaml_mapping, validate_params
+from unseen.tables import TableError, table_meta, write_parquet
+
+RESULTS = pa.schema(
+    [
+        ("method", pa.string()),  # a sweep method name, or "full" (the whole pool, no selection)
+        ("group", pa.string()),  # baseline | unseen | ablation | full: the report table the row belongs to
+        ("prune_ratio", pa.float64()),  # fraction of the pool removed (0 for full)
+        ("seed", pa.int64()),
+        ("test_accuracy", pa.float64()),
+        ("coreset_size", pa.int64()),
+        ("pool_size", pa.int64()),
+        ("epochs", pa.int64()),  # epochs over the coreset under the sweep's budget rule
+        ("train_seconds", pa.float64()),  # retraining, evaluation excluded
+        ("selection_seconds", pa.float64()),  # the select stage's compute (multi-step: its scoring models too)
+        ("features_seconds", pa.float64()),  # the seed's feature extraction, shared by its cells
+        ("scoring_seconds", pa.float64()),  # the seed's scoring models (seen and held out), shared by its cells
+        ("params_hash", pa.string()),  # Params.run_hash() of the cell
+        ("mlflow_run_id", pa.string()),
+    ]
+)
+"""The results table: one row per (method, prune ratio, seed) cell, not keyed by sample."""
 
 FULL = "full"
 """The method name of the full-data cell (no selection, prune ratio 0)."""
@@ -125,17 +141,11 @@ class Cell:
 
 def load_sweep(path: str | Path) -> BenchmarkConfig:
     """Read and validate a sweep file; every method is also checked against the params schema at every ratio."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: sweep file not found; e.g. --config benchmarks/cpu.yaml")
+    tree = read_yaml_mapping(path, "sweep", "e.g. --config benchmarks/cpu.yaml")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
         sweep = BenchmarkConfig.model_validate(tree)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ParamsError(f"{path}: invalid sweep: {where}") from None
+        raise ParamsError(format_validation_error(str(path), exc, "sweep")) from None
     base = seed_params(sweep, sweep.seeds[0])
     for cell in sweep_cells(sweep)[: 1 + len(sweep.methods) * len(sweep.prune_ratios)]:
         try:
@@ -182,24 +192,11 @@ def cell_params(sweep: BenchmarkConfig, base: Params, cell: Cell, *, pool_size: 
         coreset_size = budget_for(pool_size, cell.prune_ratio)
     recipe = base.retrain.recipe
     tree["retrain"]["recipe"]["epochs"] = retrain_epochs(recipe, pool_size, coreset_size, sweep.budget_rule)
-    try:
-        return Params.model_validate(tree)
-    except ValidationError as exc:
-        raise ParamsError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-
-
-def cell_hash(params: Params) -> str:
-    """What a cell's result depends on: the seed, the data, and the features, scoring, select and retrain sections."""
-    return params.section_hash("seed", "data", "features", "scoring", "select", "retrain")
+    return validate_params(tree, f"cell {cell.name}")
 
 
 def cell_result_path(sweep: BenchmarkConfig, cell: Cell) -> Path:
     return sweep.seed_folder / "results" / cell.method / f"p{round(cell.prune_ratio * 100):02d}-s{cell.seed}.json"
-
-
-def write_cell_result(path: str | Path, row: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(row, indent=2) + "\n")
 
 
 def cached_cell_result(path: str | Path, params_hash: str) -> dict[str, Any] | None:
@@ -214,35 +211,15 @@ def cached_cell_result(path: str | Path, params_hash: str) -> dict[str, Any] | N
     return row if row.get("params_hash") == params_hash else None
 
 
-def machine() -> str:
-    """The machine in words: CPU or GPU model, cores, torch version; what the report prints next to the timings."""
-    import torch
-
-    if torch.cuda.is_available():
-        device = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    else:
-        device = f"CPU only, {os.cpu_count()} cores"
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{device}; {cpu}; {platform.system()} {platform.release()}; Python {platform.python_version()}, torch {torch.__version__}"
-
-
 def write_results(sweep: BenchmarkConfig, rows: list[dict[str, Any]], **meta: str) -> Path:
     """The results table (one row per finished cell, sorted), atomically, with the sweep hash and `meta` in its metadata."""
     rows = sorted(rows, key=lambda r: (r["method"] != FULL, r["method"], r["prune_ratio"], r["seed"]))
     keys = [(r["method"], r["prune_ratio"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise TableError(f"{sweep.results_table}: a (method, prune_ratio, seed) cell occurs twice")
-    table = pa.Table.from_pylist([{name: row[name] for name in BENCHMARK_RESULTS.names} for row in rows], schema=BENCHMARK_RESULTS)
-    metadata = {"unseen.table": "benchmark_results", "unseen.sweep": sweep.name, "unseen.sweep_hash": sweep.sweep_hash()}
-    table = table.replace_schema_metadata({**metadata, **{f"unseen.{k}": str(v) for k, v in meta.items()}})
-    with atomic_path(sweep.results_table) as tmp:
-        pq.write_table(table, tmp)
-    return sweep.results_table
+    table = pa.Table.from_pylist([{name: row[name] for name in RESULTS.names} for row in rows], schema=RESULTS)
+    metadata = {"table": "benchmark_results", "sweep": sweep.name, "sweep_hash": sweep.sweep_hash(), **meta}
+    return write_parquet(table, sweep.results_table, {f"unseen.{key}": value for key, value in metadata.items()})
 
 
 def read_results(path: str | Path) -> tuple[pa.Table, dict[str, str]]:
@@ -251,10 +228,10 @@ def read_results(path: str | Path) -> tuple[pa.Table, dict[str, str]]:
     if not path.is_file():
         raise TableError(f"{path}: results table not found; run `unseen bench --config <sweep>` first")
     table = pq.read_table(path)
-    meta = {k.decode().removeprefix("unseen."): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    meta = table_meta(table)
     if meta.get("table") != "benchmark_results":
         raise TableError(f"{path}: not a benchmark results table")
-    missing = [f.name for f in BENCHMARK_RESULTS if f.name not in table.column_names]
+    missing = [f.name for f in RESULTS if f.name not in table.column_names]
     if missing:
         raise TableError(f"{path}: columns {missing} missing; rerun `unseen bench`")
     return table, meta

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from unseen.benchmark import FULL, BenchmarkConfig, read_results, sweep_cells
+from benchmarks.sweep import FULL, BenchmarkConfig, read_results, sweep_cells
 from unseen.io import atomic_path
 
 
@@ -134,7 +134,7 @@ def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> 
 
 
 def target_lines(sweep: BenchmarkConfig, summary: dict) -> list[str]:
-    """The issue's targets, checked on these numbers (best UNSEEN form per ratio vs all others, vs random, vs full)."""
+    """Per prune ratio: the best UNSEEN form against the best baseline, random and the full data."""
     unseen = [m for m, spec in sweep.methods.items() if spec.group == "unseen"]
     others = [m for m, spec in sweep.methods.items() if spec.group == "baseline"]
     full = summary.get((FULL, 0.0))
@@ -201,7 +201,9 @@ def _missing(cells: list[tuple[str, float, int]]) -> str:
 
 
 def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
-    """Generate the report and its figures (in `<report folder>/benchmarks/`) from the sweep's results table."""
+    """Generate the report and its figures (in `<report folder>/benchmarks/`) from the sweep's results table.
+
+    Longer than 50 lines because it is the report's template: one list of Markdown lines, read top to bottom."""
     table, meta = read_results(sweep.results_table)
     rows = table.to_pylist()
     summary = summarize(rows)
@@ -210,10 +212,10 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
     main = [m for m, spec in sweep.methods.items() if spec.group in ("baseline", "unseen")]
     ablation = [m for m, spec in sweep.methods.items() if spec.group in ("unseen", "ablation")]
     plot = accuracy_plot(sweep, summary, main, figures / f"{sweep.name}_accuracy_vs_prune_ratio.png")
-    scores_png = figures / f"{sweep.name}_score_distributions.png"
-    if sweep.results_file("score_distributions.png").is_file():
+    scores_png = figures / f"{sweep.name}_scores_distributions.png"
+    if sweep.results_file("scores_distributions.png").is_file():
         with atomic_path(scores_png) as tmp:
-            shutil.copyfile(sweep.results_file("score_distributions.png"), tmp)
+            shutil.copyfile(sweep.results_file("scores_distributions.png"), tmp)
     expected = {(c.method, c.prune_ratio, c.seed) for c in sweep_cells(sweep)}
     finished = {(r["method"], r["prune_ratio"], r["seed"]) for r in rows}
     missing = sorted(expected - finished, key=str)
@@ -263,7 +265,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "",
         f"![score distributions](benchmarks/{scores_png.name})",
         "",
-        *_score_lines(sweep.results_file("score_report.json")),
+        *_score_lines(sweep.results_file("scores_report.json")),
         "",
         "### Cost",
         "",
@@ -273,7 +275,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "the scoring models trained at each step. Retraining time varies with the machine's other load: other work "
         "shared these cores during the sweep.",
         "",
-        "### Targets of issue 7, on these numbers",
+        "### UNSEEN against the best baseline, per prune ratio",
         "",
         "The best UNSEEN form is picked per prune ratio after the fact (held-out scores in CCS, single-step or multi-step "
         "objective), which flatters UNSEEN by the maximum over three noisy means; the seed std says how much that can be.",

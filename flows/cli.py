@@ -43,10 +43,9 @@ def _flow_with_runner(flow, params):
 
 def _write_report(result: dict, wall: float) -> None:
     """outputs/run_report.json: the stage times and metrics of this run, for benchmarks and users' scripts."""
-    import json
     from dataclasses import asdict
 
-    from unseen.io import atomic_path
+    from unseen.io import write_json
 
     params = result["params"]
     report = {
@@ -56,10 +55,9 @@ def _write_report(result: dict, wall: float) -> None:
         "lineage_seconds": result.get("lineage_seconds", 0.0),
         "stages": [asdict(stage) for stage in result["stages"]],
         "lineage": result.get("lineage"),
-        "params_hash": params.section_hash("seed", "data", "features", "scoring", "select", "retrain"),
+        "params_hash": params.run_hash(),
     }
-    with atomic_path(params.output("run_report.json")) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(params.output("run_report.json"), report)
 
 
 def _print_summary(result: dict, wall: float) -> None:
@@ -163,14 +161,14 @@ ConfigOption = Annotated[str, typer.Option("--config", "-c", help="sweep file, e
 def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
     """Run (or resume) a benchmark sweep: methods x prune ratios x seeds, results in benchmarks/results/<name>.parquet."""
     try:
-        from unseen.benchmark import load_sweep, seed_params
+        from benchmarks.sweep import load_sweep, seed_params
 
         sweep = load_sweep(config)
         params = seed_params(sweep, sweep.seeds[0])
         from flows.server import temporary_api_server
 
         with temporary_api_server() as server:  # starts now, ready while the imports below run
-            from flows.benchmark import benchmark
+            from flows.bench import benchmark
             from flows.prune import preflight
 
             preflight(params, ("features", "scores"))  # data and tracking store checked before the sweep starts
@@ -188,8 +186,8 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
 def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
     """Generate the benchmark report (docs/benchmarks.md and its figures) from the sweep's results table."""
     try:
-        from unseen.benchmark import load_sweep
-        from unseen.benchmark_report import write_report
+        from benchmarks.report import write_report
+        from benchmarks.sweep import load_sweep
 
         path = write_report(load_sweep(config), config)
     except _user_errors() as exc:

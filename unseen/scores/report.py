@@ -1,4 +1,4 @@
-"""Numbers and figures that describe a score distribution: how spread out it is, and what it looks like."""
+"""The scores report: how spread out each score is, seen vs held out, and a figure of the two distributions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from unseen.io import atomic_path
+from unseen.scores.records import ModelRecord
+from unseen.scores.table import ScoreTable
 
 
 def spread(values: np.ndarray, *, prefix: str = "", bins: int = 50) -> dict[str, float]:
@@ -67,29 +69,10 @@ def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str
     return path
 
 
-def selection_report(
-    coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0
-) -> dict:
-    """Alignment diagnostics of a coreset next to the same-size random subset: MMD to the train and test
-    features, per-class counts, and the histogram of region keep ratios (how unevenly regions were pruned)."""
-    from unseen.selection import mmd
-
-    report: dict = {
-        "coreset_size": int(coreset.selected.sum()),
-        "mmd_to_train_coreset": mmd(features[coreset.selected], features, seed=seed),
-        "mmd_to_train_random": mmd(features[random_selected], features, seed=seed),
-        "mmd_to_test_coreset": mmd(features[coreset.selected], test_features, seed=seed),
-        "mmd_to_test_random": mmd(features[random_selected], test_features, seed=seed),
-        "coreset_per_class": np.bincount(labels[coreset.selected], minlength=int(labels.max()) + 1).tolist(),
-    }
-    regions = coreset.region >= 0
-    if regions.any():
-        keys = labels[regions].astype(np.int64) * 65536 + coreset.region[regions]
-        unique, first, size = np.unique(keys, return_index=True, return_counts=True)
-        budget = coreset.region_budget[regions][first]
-        ratio = budget / size
-        counts, edges = np.histogram(ratio, bins=10, range=(0.0, 1.0))
-        report["region_keep_ratio_histogram"] = {"edges": edges.round(2).tolist(), "regions": counts.tolist()}
-        report["region_keep_ratio_min"] = float(ratio.min())
-        report["region_keep_ratio_max"] = float(ratio.max())
-    return report
+def scores_report(table: ScoreTable, records: list[ModelRecord], score_names: list[str]) -> dict[str, float]:
+    """scores_report.json: every score's seen and held-out spread and agreement, and the cost of recording the held-out
+    models' outputs as a fraction of their training time."""
+    report = compare_seen_unseen(table.oriented(), score_names)
+    unseen = [r for r in records if r.model.kind == "unseen"]
+    report["recording_overhead_unseen"] = sum(r.record_seconds for r in unseen) / max(sum(r.train_seconds for r in unseen), 1e-9)
+    return {key: round(value, 6) for key, value in report.items()}

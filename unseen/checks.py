@@ -1,7 +1,8 @@
-"""What a run needs before it starts: params that fit the data, and input tables made from this data and these params.
+"""What a run needs before it starts: params whose names exist, params that fit the data, and input tables made
+from this data and these params.
 
-The stages read their input tables through these functions, and a run calls `check_run` before any work or write,
-so a bad input is refused up front with the same message the stage would give.
+The stages read their input tables through these functions, and a run calls `check_params` and `check_run` before
+any work or write, so a bad input is refused up front with the same message the stage would give.
 """
 
 from __future__ import annotations
@@ -9,21 +10,35 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from unseen.config import STAGE_PARAMS, ParamsError, Params
+from unseen.budgets import budget_for, class_budgets
+from unseen.config import ParamsError, Params
 from unseen.data import ImageDataset
-from unseen.features import pretrained_weights
-from unseen.selection import budget_for, class_budgets
+from unseen.features import FeatureError, pretrained_weights
+from unseen.scores import resolve_score
+from unseen.selection import METHODS
 from unseen.tables import CORESET, FEATURES, SCORES, TableError, finite_or_raise, list_column, read_table, same_ids_or_raise
 
 
-def _hash(params: Params, stage: str) -> str:
-    return params.section_hash(*STAGE_PARAMS[stage])
+def check_params(params: Params) -> None:
+    """Refuse names that nothing is registered under: a score, a selection method, a pretrained model."""
+    for entry in params.scores.scores:
+        try:
+            resolve_score(entry)
+        except ValueError as exc:
+            raise ParamsError(f"scores.scores: {exc}") from None
+    if params.select.method not in METHODS:
+        raise ParamsError(f"select.method: unknown method {params.select.method!r}; use one of: {', '.join(METHODS)}")
+    if params.features.extractor.startswith("pretrained:"):
+        try:
+            pretrained_weights(params.features.extractor.removeprefix("pretrained:"))
+        except FeatureError as exc:
+            raise ParamsError(str(exc)) from None
 
 
 def features_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train sample_ids, train embeddings, test embeddings) from features.parquet: every sample once, all finite."""
     path = params.output("features.parquet")
-    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=_hash(params, "features"))
+    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("features"))
     train = table.column("split").to_numpy(zero_copy_only=False) == "train"
     ids = table.column("sample_id").to_numpy()
     same_ids_or_raise(path, ids[train], dataset.train.sample_ids, "train", FEATURES)
@@ -36,9 +51,9 @@ def features_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, n
 def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sample_ids, labels, `select.score` values) from scores.parquet: every train sample once, all finite."""
     path = params.output("scores.parquet")
-    table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=_hash(params, "scores"))
+    table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))
     if params.select.score not in table.column_names:
-        raise TableError(f"{path}: no column {params.select.score!r}; add its score to scoring.scores and {SCORES.rerun}")
+        raise TableError(f"{path}: no column {params.select.score!r}; add its score to scores.scores and {SCORES.rerun}")
     ids = table.column("sample_id").to_numpy()
     same_ids_or_raise(path, ids, dataset.train.sample_ids, "train", SCORES)
     values = table.column(params.select.score).to_numpy()
@@ -49,7 +64,7 @@ def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.
 def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:
     """coreset.parquet, holding every train sample once."""
     path = params.output("coreset.parquet")
-    table = read_table(CORESET, path, data_fingerprint=dataset.fingerprint, params_hash=_hash(params, "select"))
+    table = read_table(CORESET, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("select"))
     same_ids_or_raise(path, table.column("sample_id").to_numpy(), dataset.train.sample_ids, "train", CORESET)
     return table
 
@@ -58,8 +73,8 @@ STAGE_INPUTS = {"features": (), "scores": (), "select": (features_input, scores_
 
 
 def check_fits_data(params: Params, dataset: ImageDataset) -> None:
-    """Refuse params that cannot work on this data: a coreset smaller than the class count, more folds than the
-    smallest class has samples, or an unknown pretrained model."""
+    """Refuse params that cannot work on this data: a coreset smaller than the class count, or more folds than the
+    smallest class has samples."""
     labels = dataset.train.labels.numpy()
     budget = budget_for(len(labels), params.select.prune_ratio)
     try:
@@ -71,18 +86,16 @@ def check_fits_data(params: Params, dataset: ImageDataset) -> None:
         ) from None
     counts = np.bincount(labels, minlength=dataset.num_classes)
     smallest = int(counts.argmin())
-    if params.scoring.folds > counts[smallest]:
+    if params.scores.folds > counts[smallest]:
         raise ParamsError(
-            f"scoring.folds={params.scoring.folds}: class {dataset.classes[smallest]!r} has only {counts[smallest]} train samples, "
+            f"scores.folds={params.scores.folds}: class {dataset.classes[smallest]!r} has only {counts[smallest]} train samples, "
             f"so some fold would hold none of it; use at most {counts[smallest]} folds"
         )
-    if params.features.extractor.startswith("pretrained:"):
-        pretrained_weights(params.features.extractor.removeprefix("pretrained:"))
 
 
 def check_run(params: Params, dataset: ImageDataset, stages: tuple[str, ...]) -> None:
-    """Everything about a run of `stages` (in order) that can be refused before it starts: params against the data,
-    and the input tables of the first stage (later stages read what this run writes)."""
+    """Everything about a run of `stages` (in order) that can be refused once the data is loaded: params against the
+    data, and the input tables of the first stage (later stages read what this run writes)."""
     check_fits_data(params, dataset)
     for read in STAGE_INPUTS[stages[0]]:
         read(params, dataset)

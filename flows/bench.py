@@ -7,30 +7,60 @@ finished cells are read from their result files and not mapped again.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 
 from prefect import flow, get_run_logger, unmapped
 
-from flows.prune import DEFAULT_RUNNER
-from tasks.benchmark import cell_task, prepare_seed
-from tasks.runners import map_on_workers, set_torch_threads, workers_reach_this_api
-from tasks.stages import dataset_for
-from tasks.tracking import pipeline_run
-from unseen.io import atomic_path
-from unseen.benchmark import (
+from benchmarks.machine import describe, machine
+from benchmarks.sweep import (
     FULL,
     cached_cell_result,
-    cell_hash,
     cell_params,
     cell_result_path,
     load_sweep,
-    machine,
     read_results,
     seed_params,
     sweep_cells,
     write_results,
 )
+from flows.prune import DEFAULT_RUNNER
+from flows.stages import features_stage, scores_stage
+from tasks.bench import SHARED_TABLES, cell_task
+from tasks.common import dataset_for
+from tasks.runners import map_on_workers, set_torch_threads, workers_reach_this_api
+from tasks.scores import model_cache_path, read_record
+from tasks.tracking import Tracker, pipeline_run
+from unseen.config import Params
+from unseen.io import atomic_path, write_json
+from unseen.scores import scoring_models
+
+
+def prepare_seed(params: Params, tracker: Tracker) -> dict[str, float]:
+    """Features and scores of one seed (the pipeline's own stages), computed once and shared by all its cells;
+    skipped when already done.
+
+    Returns the seconds they cost (scoring: every scoring model's training and recording, read back from the
+    per-model cache, so a resumed seed reports its full cost, not only what this run trained).
+    """
+    costs_path = params.output("seed_costs.json")
+    hashes = {stage: params.stage_hash(stage) for stage in ("features", "scores")}
+    if costs_path.is_file() and all(params.output(name).is_file() for name in SHARED_TABLES):
+        saved = json.loads(costs_path.read_text())
+        if saved["hashes"] == hashes:
+            return saved["seconds"]
+    with tracker.child_run(f"seed-{params.seed}", stage="bench-seed", seed=str(params.seed)) as seed_run:
+        seed_tracker = dataclasses.replace(tracker, run_id=seed_run)
+        features = features_stage(params, seed_tracker)
+        scores_stage(params, seed_tracker)
+        dataset = dataset_for(params)
+        records = [read_record(params, dataset, model_cache_path(params, dataset, m)) for m in scoring_models(params.scores)]
+        seconds = {"features_seconds": features.compute_seconds, "scoring_seconds": sum(r.train_seconds + r.record_seconds for r in records)}
+        tracker.log_metrics(seed_run, seconds)
+    write_json(costs_path, {"hashes": hashes, "seconds": seconds})
+    return seconds
 
 
 def _previous_wall_seconds(sweep) -> float:
@@ -57,14 +87,14 @@ def benchmark(config_file: str) -> dict:
             params = seed_params(sweep, seed)
             costs = prepare_seed(params, tracker)
             if seed == sweep.seeds[0]:  # the report's seen-vs-held-out figure and numbers travel with the results table
-                for source in (params.output("plots", "score_distributions.png"), params.output("score_report.json")):
+                for source in (params.output("plots", "scores_distributions.png"), params.output("scores_report.json")):
                     with atomic_path(sweep.results_file(source.name)) as tmp:
                         shutil.copyfile(source, tmp)
             pool_size = len(dataset_for(params).train)
             todo = []
             for cell in (c for c in sweep_cells(sweep) if c.seed == seed):
                 cp = cell_params(sweep, params, cell, pool_size=pool_size)
-                done = cached_cell_result(cell_result_path(sweep, cell), cell_hash(cp))
+                done = cached_cell_result(cell_result_path(sweep, cell), cp.run_hash())
                 if done is not None:
                     rows.append({**done, **costs})
                 else:
@@ -87,7 +117,7 @@ def benchmark(config_file: str) -> dict:
                 else:
                     failed.append(cell.name)
             wall = earlier + time.perf_counter() - started
-            write_results(sweep, rows, command=f"unseen bench --config {config_file}", machine=machine(), wall_seconds=f"{wall:.1f}")
+            write_results(sweep, rows, command=f"unseen bench --config {config_file}", machine=describe(machine()), wall_seconds=f"{wall:.1f}")
     if failed:
         raise RuntimeError(f"{len(failed)} cells failed ({', '.join(failed[:5])}...); rerun `unseen bench` to retry only them")
     return {"rows": rows, "trained": trained, "cached": len(rows) - trained, "wall_seconds": time.perf_counter() - started}

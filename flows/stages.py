@@ -1,0 +1,80 @@
+"""Each stage as a composition of its tasks, and the report of what it did; the prune flow calls them in order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from prefect import get_run_logger, unmapped
+
+from tasks.common import with_retries
+from tasks.features import features_task
+from tasks.retrain import metrics_task, register_task, retrain_task
+from tasks.runners import map_on_workers, submit_on_workers
+from tasks.scores import combine_scores_task, scoring_model_task
+from tasks.select import select_steps
+from tasks.tracking import Tracker
+from unseen.config import Params
+from unseen.scores import scoring_models
+
+
+@dataclass
+class StageReport:
+    """What one stage did: its outputs, wall time, and the seconds spent in library compute."""
+
+    name: str
+    outputs: list[str]
+    wall_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def features_stage(params: Params, tracker: Tracker) -> StageReport:
+    compute = with_retries(params, features_task)(params, tracker)
+    return StageReport("features", [str(params.output("features.parquet"))], compute_seconds=compute)
+
+
+def scores_stage(params: Params, tracker: Tracker) -> StageReport:
+    """Every scoring model as a mapped task (on Dask workers when chosen), then their records combined."""
+    models = scoring_models(params.scores)
+    results = map_on_workers(with_retries(params, scoring_model_task), unmapped(params), unmapped(tracker), models).result()
+    compute, _ = with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
+    outputs = [str(params.output("scores.parquet")), str(params.output("scores_report.json"))]
+    return StageReport("scores", outputs, compute_seconds=compute + sum(c for _, c in results))
+
+
+def select_stage(params: Params, tracker: Tracker) -> StageReport:
+    """Selection steps in this flow; with `select.steps > 1`, each step's scoring model on a (GPU) worker between them."""
+
+    def run(task, *args):
+        if "gpu" in task.tags:
+            return submit_on_workers(with_retries(params, task), *args).result()
+        return with_retries(params, task)(*args)
+
+    compute, metrics = select_steps(params, tracker, run)
+    outputs = [str(params.output("coreset.parquet")), str(params.output("select_report.json"))]
+    return StageReport("select", outputs, compute_seconds=compute, metrics=metrics)
+
+
+def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
+    """The coreset and random-subset models as two mapped tasks; the coreset model is registered while the other trains."""
+    coreset_run, random_run = map_on_workers(with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"])
+    coreset = coreset_run.result()
+    version = with_retries(params, register_task)(params, tracker, coreset["run_id"])
+    metrics = with_retries(params, metrics_task)(params, tracker, coreset, random_run.result())
+    outputs = [str(params.output("model.pt")), str(params.output("metrics.json"))]
+    compute = coreset["compute_seconds"] + random_run.result()["compute_seconds"]
+    return StageReport("retrain", outputs, compute_seconds=compute, metrics={**metrics, "model_version": version})
+
+
+STAGE_FLOWS = {"features": features_stage, "scores": scores_stage, "select": select_stage, "retrain": retrain_stage}
+
+
+def run_stage(name: str, params: Params, tracker: Tracker) -> StageReport:
+    """Run one stage's tasks to completion and time it."""
+    get_run_logger().info(f"[{name}] starting")
+    started = time.perf_counter()
+    report = STAGE_FLOWS[name](params, tracker)
+    report.wall_seconds = time.perf_counter() - started
+    get_run_logger().info(f"[{name}] done in {report.wall_seconds:.1f} s -> {', '.join(report.outputs)}")
+    return report

@@ -1,0 +1,78 @@
+"""What every stage task shares: the data set loaded once per process, retries from params, an epoch logger for
+Prefect and MLflow, and the out-of-memory retry with smaller batches."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from prefect import Task, get_run_logger
+
+from tasks.tracking import Tracker
+from unseen.config import DataParams, Params
+from unseen.data import ImageDataset, load_dataset
+from unseen.models import Classifier
+from unseen.training import EpochCallback
+
+_DATA_LOCK = threading.Lock()
+Result = TypeVar("Result")
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_dataset(data: DataParams, seed: int) -> ImageDataset:
+    return load_dataset(data, seed)
+
+
+def dataset_for(params: Params) -> ImageDataset:
+    """Load the data set once per process, whichever task asks first."""
+    with _DATA_LOCK:
+        return _cached_dataset(params.data, params.seed)
+
+
+def with_retries(params: Params, task: Task) -> Task:
+    """The task with `orchestration.retries` and `retry_delay_seconds` from params."""
+    return task.with_options(retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds)
+
+
+def epoch_logger(tracker: Tracker, run_id: str, label: str, total: int) -> EpochCallback:
+    """An epoch callback that logs each epoch's statistics to the MLflow run and one progress line to Prefect."""
+    logger = get_run_logger()
+
+    def on_epoch(epoch: int, model: Classifier, stats: dict[str, float]) -> None:
+        tracker.log_metrics(run_id, stats, step=epoch)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch_seconds")
+        logger.info(f"{label} epoch {epoch}/{total}  {shown}  ({stats['epoch_seconds']:.1f} s)")
+
+    return on_epoch
+
+
+def shrinking_on_oom(
+    params: Params, tracker: Tracker, run_id: str, what: str, batch_of: Callable[[Params], int], work: Callable[[Params], Result]
+) -> tuple[Result, Params]:
+    """(`work(params)`, the params it finally ran with): after each out-of-memory error, `work` runs again with every
+    batch size halved, down to `orchestration.min_batch_size`; each retry is logged and tagged on the MLflow run.
+
+    Outputs keep the original params' hash: the smaller batch is how this stage fitted on this device, recorded, not
+    another configuration (a rerun reuses them).
+    """
+    current, retries = params, 0
+    while True:
+        try:
+            return work(current), current
+        except torch.OutOfMemoryError as exc:
+            smaller = current.with_halved_batches()
+            if smaller is None:
+                exc.add_note(f"[{what}] still out of memory at batch size {batch_of(current)} (orchestration.min_batch_size); "
+                             "lower orchestration.min_batch_size or use a device with more memory")
+                raise
+        # outside the except block, so the failed attempt's tensors (held by the traceback) are freed first
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        retries += 1
+        get_run_logger().warning(f"[{what}] out of memory at batch size {batch_of(current)}; retrying with {batch_of(smaller)}")
+        tracker.client.set_tag(run_id, "oom_retries", str(retries))
+        tracker.client.set_tag(run_id, "batch_size", str(batch_of(smaller)))
+        current = smaller

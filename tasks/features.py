@@ -1,0 +1,35 @@
+"""The features stage as a Prefect task: embeddings of every train and test sample into features.parquet."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
+from tasks.tracking import Tracker
+from unseen.config import Params
+from unseen.features import extract_features, features_columns
+from unseen.tables import FEATURES, write_table
+from unseen.training import pick_device
+
+
+@task(name="features", cache_policy=NO_CACHE, tags=["gpu"])
+def features_task(params: Params, tracker: Tracker) -> float:
+    """Extract the embeddings (retrying with smaller batches when out of memory); returns the compute seconds."""
+    started = time.perf_counter()
+    dataset = dataset_for(params)
+    with tracker.child_run("features", stage="features") as run_id:
+        on_epoch = epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
+        (train, test), _ = shrinking_on_oom(
+            params, tracker, run_id, "features", lambda p: p.features.proxy.batch_size,
+            lambda p: extract_features(dataset, p.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch),
+        )
+        compute = time.perf_counter() - started
+        write_table(
+            FEATURES, features_columns(dataset, train, test), params.output("features.parquet"),
+            params_hash=params.stage_hash("features"), data_fingerprint=dataset.fingerprint, extractor=params.features.extractor,
+        )
+        tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute})
+    return compute

@@ -1,0 +1,88 @@
+"""The select stage as Prefect tasks: one selection step per task (multi-step UNSEEN alternates it with a step
+scoring model), the last step writing coreset.parquet, the select report and the same-size random baseline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.common import dataset_for
+from tasks.scores import read_record, scoring_model_task
+from tasks.tracking import Tracker
+from unseen.checks import features_input, scores_input
+from unseen.config import Params
+from unseen.io import write_json
+from unseen.scores import ScoringModel, difficulty, step_scores
+from unseen.selection import random_baseline, select, select_step, selection_report, step_difficulty
+from unseen.tables import CORESET, positions_of, write_table
+
+
+@task(name="select", cache_policy=NO_CACHE)
+def select_task(
+    params: Params, tracker: Tracker, step: int = 1, joined: np.ndarray | None = None, step_records: list[str] | tuple[str, ...] = ()
+) -> tuple[float, dict[str, float], np.ndarray]:
+    """Selection step `step` of `select.steps` on features.parquet and scores.parquet (plus, after step 1, the step
+    models' records so far): (compute seconds, metrics of the last step, the step each sample joined at)."""
+    dataset = dataset_for(params)
+    train_ids, train_embedding, test_embedding = features_input(params, dataset)
+    score_ids, labels, values = scores_input(params, dataset)
+    features = train_embedding[positions_of(train_ids, score_ids, f"{params.output('features.parquet')} (train rows)")]
+    pool = test_embedding if params.select.target_pool == "test" else None
+    started = time.perf_counter()
+    held_out = difficulty(values, params.select.score)
+    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, seed=params.seed)
+    if params.select.steps == 1:
+        coreset, joined = select(params.select, held_out, features, labels, **kwargs), None
+    else:
+        records = [read_record(params, dataset, path, stage="select") for path in step_records]
+        kept_before = [(joined >= 1) & (joined < t) for t in range(2, step + 1)] if joined is not None else []
+        scores = [step_scores(record, kept, params.select.score_name) for record, kept in zip(records, kept_before)]
+        current = held_out if joined is None else step_difficulty(held_out, joined, scores)
+        coreset, joined = select_step(params.select, step, current, features, labels, joined, **kwargs)
+        get_run_logger().info(f"[select] step {step}/{params.select.steps}: coreset grows to {int(coreset.selected.sum())}")
+        tracker.log_metrics(tracker.run_id, {"multistep_coreset_size": int(coreset.selected.sum())}, step=step)
+        if step < params.select.steps:
+            return time.perf_counter() - started, {}, joined
+    random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
+    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed)
+    compute = time.perf_counter() - started
+
+    columns = coreset.table_columns(
+        sample_ids=score_ids, labels=labels, random_selected=random_selected, method=params.select.method, joined_step=joined, score=values
+    )
+    path = write_table(
+        CORESET, columns, params.output("coreset.parquet"),
+        params_hash=params.stage_hash("select"), data_fingerprint=dataset.fingerprint, score_column=params.select.score,
+    )
+    write_json(params.output("select_report.json"), report)
+    flat = {k: v for k, v in report.items() if isinstance(v, (int, float))}
+    flat.update({f"coreset_class_{c}": n for c, n in enumerate(report["coreset_per_class"])})
+    tracker.log_metrics(tracker.run_id, {**flat, "select_compute_seconds": compute})
+    tracker.log_artifact(tracker.run_id, path, "tables")
+    tracker.log_artifact(tracker.run_id, params.output("select_report.json"))
+    return compute, flat, np.where(coreset.selected, 1, -1) if joined is None else joined
+
+
+TaskCall = Callable[..., Any]
+"""(task, *args) -> the task's return value: how a caller runs a task (as a task of its flow, or its function inline)."""
+
+
+def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float, dict[str, float]]:
+    """The whole select stage: one selection, or `select.steps` selections alternating with step scoring models.
+
+    `run(task, *args)` runs one task: the prune flow runs them as tasks (step models on GPU workers), a benchmark
+    cell, itself a task, runs their functions in place. Returns (compute seconds, the final step's metrics)."""
+    joined, records, compute, metrics = None, [], 0.0, {}
+    for step in range(1, params.select.steps + 1):
+        if step > 1:
+            path, seconds = run(scoring_model_task, params, tracker, ScoringModel("step", step - 1), joined >= 1)
+            records.append(path)
+            compute += seconds
+        seconds, metrics, joined = run(select_task, params, tracker, step, joined, records)
+        compute += seconds
+    return compute, metrics

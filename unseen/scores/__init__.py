@@ -1,0 +1,47 @@
+"""Generalization scoring: every common pruning score, from models that never saw the sample (unseen) or did (seen).
+
+`unseen_scores(dataset, params.scores, seed=...)` trains the scoring models and returns the `ScoreTable`;
+`register_score(name, fn)` adds a score; the pipeline's tasks call the pieces (`train_scoring_model`,
+`save_record`, `combine_records`) one model at a time.
+"""
+
+from unseen.scores.functions import SCORES, ScoreSpec, difficulty, register_score, resolve_score
+from unseen.scores.records import (
+    ModelRecord,
+    ScoringModel,
+    load_record,
+    save_record,
+    score_record,
+    score_step,
+    scoring_models,
+    step_scores,
+    stratified_folds,
+    train_scoring_model,
+)
+from unseen.scores.report import compare_seen_unseen, scores_report, seen_unseen_histograms, spread
+from unseen.scores.table import ScoreTable, combine_records, unseen_scores
+
+__all__ = [
+    "SCORES",
+    "ModelRecord",
+    "ScoreSpec",
+    "ScoreTable",
+    "ScoringModel",
+    "combine_records",
+    "compare_seen_unseen",
+    "difficulty",
+    "load_record",
+    "register_score",
+    "resolve_score",
+    "save_record",
+    "score_record",
+    "score_step",
+    "scores_report",
+    "scoring_models",
+    "seen_unseen_histograms",
+    "spread",
+    "step_scores",
+    "stratified_folds",
+    "train_scoring_model",
+    "unseen_scores",
+]

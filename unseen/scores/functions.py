@@ -1,0 +1,147 @@
+"""The score registry: every score is a function of what a scoring model recorded, registered under a name.
+
+A score takes `(probs_per_epoch, logits_per_epoch, labels[, embedding_norms])` (arrays are epochs x samples x
+classes) and returns one value per sample. The seven built-in scores register here exactly as a user's own does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+ScoreFn = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A named score: `fn(probs_per_epoch, logits_per_epoch, labels[, embedding_norms]) -> (N,)`."""
+
+    name: str
+    fn: ScoreFn
+    higher_is_harder: bool = True
+    reference: str = ""
+
+    @property
+    def wants_embedding_norms(self) -> bool:
+        return "embedding_norms" in inspect.signature(self.fn).parameters
+
+    def __call__(self, probs: np.ndarray, logits: np.ndarray, labels: np.ndarray, embedding_norms: np.ndarray) -> np.ndarray:
+        extra = {"embedding_norms": embedding_norms} if self.wants_embedding_norms else {}
+        values = np.asarray(self.fn(probs, logits, labels, **extra), dtype=np.float64)
+        if values.shape != labels.shape:
+            raise ValueError(f"score {self.name!r} returned shape {values.shape}, expected one value per sample {labels.shape}")
+        return values
+
+
+SCORES: dict[str, ScoreSpec] = {}
+
+
+def register_score(name: str, fn: ScoreFn, *, higher_is_harder: bool = True, reference: str = "") -> ScoreSpec:
+    """Make `fn` available by `name` in `scores.scores`; its seen and unseen columns then appear in scores.parquet."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"score name {name!r} must be lower-case letters, digits and underscores")
+    spec = ScoreSpec(name, fn, higher_is_harder, reference)
+    SCORES[name] = spec
+    return spec
+
+
+def resolve_score(entry: str) -> ScoreSpec:
+    """A registered name, or `package.module:function` (imported; registered under the function's name).
+
+    An imported function may set `higher_is_harder = False` as an attribute to say that high means easy.
+    """
+    if entry in SCORES:
+        return SCORES[entry]
+    if ":" in entry:
+        module_name, _, attribute = entry.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import {entry!r} ({exc})") from None
+        return register_score(attribute.lower(), fn, higher_is_harder=getattr(fn, "higher_is_harder", True), reference=entry)
+    raise ValueError(f"unknown score {entry!r}; use one of {', '.join(SCORES)} or 'package.module:function'")
+
+
+def _onehot(labels: np.ndarray, classes: int) -> np.ndarray:
+    return np.eye(classes, dtype=np.float64)[labels]
+
+
+def _true_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """values[..., n, labels[n]] for (E, N, C) arrays."""
+    return np.take_along_axis(values, labels[None, :, None], axis=-1)[..., 0]
+
+
+def _margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(E, N): true-class logit minus the largest other logit."""
+    others = logits.astype(np.float64).copy()
+    np.put_along_axis(others, labels[None, :, None], -np.inf, axis=-1)
+    return _true_class(logits.astype(np.float64), labels) - others.max(axis=-1)
+
+
+def el2n(probs, logits, labels):
+    """EL2N (Paul et al. 2021): L2 distance of the softmax from the one-hot label, averaged over epochs."""
+    return np.linalg.norm(probs - _onehot(labels, probs.shape[-1])[None], axis=-1).mean(axis=0)
+
+
+def grand(probs, logits, labels, embedding_norms):
+    """GraNd (Paul et al. 2021) w.r.t. the last layer's weights and bias: ||p - y|| * sqrt(||h||^2 + 1), averaged."""
+    error = np.linalg.norm(probs - _onehot(labels, probs.shape[-1])[None], axis=-1)
+    return (error * np.sqrt(embedding_norms.astype(np.float64) ** 2 + 1.0)).mean(axis=0)
+
+
+def loss(probs, logits, labels):
+    """Cross-entropy of the true class, averaged over epochs (from logits, numerically stable)."""
+    logits = logits.astype(np.float64)
+    peak = logits.max(axis=-1, keepdims=True)
+    log_normalizer = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
+    return (log_normalizer - _true_class(logits, labels)).mean(axis=0)
+
+
+def entropy(probs, logits, labels):
+    """Entropy of the softmax, averaged over epochs: high = the model is unsure."""
+    p = probs.astype(np.float64)
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=-1).mean(axis=0)
+
+
+def margin(probs, logits, labels):
+    """True-class logit minus the largest other logit at the last epoch of the window: high = easy."""
+    return _margins(logits[-1:], labels)[0]
+
+
+def aum(probs, logits, labels):
+    """AUM (Pleiss et al. 2020): the margin averaged over the epochs of the window; negative for likely mislabels."""
+    return _margins(logits, labels).mean(axis=0)
+
+
+def forgetting(probs, logits, labels):
+    """Forgetting events (Toneva et al. 2019): correct-to-incorrect transitions between consecutive epochs.
+
+    A sample never classified correctly in the window counts as most forgettable: the window's length,
+    which no learned sample can reach.
+    """
+    correct = logits.argmax(axis=-1) == labels[None, :]
+    events = (correct[:-1] & ~correct[1:]).sum(axis=0).astype(np.float64)
+    return np.where(correct.any(axis=0), events, float(len(correct)))
+
+
+for _fn, _harder, _ref in (
+    (el2n, True, "Paul et al. 2021"),
+    (grand, True, "Paul et al. 2021"),
+    (loss, True, ""),
+    (entropy, True, ""),
+    (margin, False, ""),
+    (forgetting, True, "Toneva et al. 2019"),
+    (aum, False, "Pleiss et al. 2020"),
+):
+    register_score(_fn.__name__, _fn, higher_is_harder=_harder, reference=_ref)
+
+
+def difficulty(table_column: np.ndarray, column_name: str) -> np.ndarray:
+    """A score column oriented so that higher = harder, whatever the score's own direction."""
+    spec = resolve_score(re.sub(r"_(unseen|seen)$", "", column_name))
+    return table_column if spec.higher_is_harder else -table_column

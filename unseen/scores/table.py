@@ -1,0 +1,70 @@
+"""From records to the scores table: every score, seen and held out, as mean and spread over repeats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from unseen.config import ScoresParams
+from unseen.data import ImageDataset
+from unseen.scores.functions import difficulty, resolve_score
+from unseen.scores.records import ModelRecord, scoring_models, train_scoring_model
+from unseen.training import EpochCallback
+
+
+@dataclass
+class ScoreTable:
+    """Columns of scores.parquet: sample_id, label, folds (one per repeat) and `<score>_<variant>[_std]`."""
+
+    sample_ids: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray  # (N, R) int16
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def difficulty(self, column: str) -> np.ndarray:
+        """One score column oriented so that higher = harder, whatever the score's own direction."""
+        return difficulty(self.columns[column], column)
+
+    def oriented(self) -> dict[str, np.ndarray]:
+        """Every mean column (not the `_std` ones), oriented so that higher = harder."""
+        return {name: self.difficulty(name) for name in self.columns if not name.endswith("_std")}
+
+
+def combine_records(records: list[ModelRecord], scores: list[str], train_sample_ids: np.ndarray, train_labels: np.ndarray) -> ScoreTable:
+    """Mean and std over repeats of every score (registered names or 'module:function' entries, as in
+    `scores.scores`), per variant; checks that unseen records never scored a sample they trained on."""
+    position = {int(s): i for i, s in enumerate(train_sample_ids)}
+    repeats = 1 + max(r.model.repeat for r in records)
+    folds = np.full((len(train_sample_ids), repeats), -1, dtype=np.int16)
+    specs = [resolve_score(entry) for entry in scores]
+    per_repeat = {(spec.name, kind): np.full((repeats, len(train_sample_ids)), np.nan) for spec in specs for kind in ("unseen", "seen")}
+    for record in records:
+        where = np.fromiter((position[int(s)] for s in record.sample_ids), dtype=np.int64, count=len(record.sample_ids))
+        if record.model.kind == "unseen":
+            if record.trained_on[where].any():
+                raise ValueError(f"{record.model.name} trained on samples it scores: not a held-out record")
+            folds[where, record.model.repeat] = record.model.fold
+        probs = record.probs
+        for spec in specs:
+            per_repeat[(spec.name, record.model.kind)][record.model.repeat, where] = spec(probs, record.logits, record.labels, record.embedding_norms)
+    table = ScoreTable(train_sample_ids, train_labels, folds)
+    for (name, kind), values in per_repeat.items():
+        if np.isnan(values).all():
+            continue
+        if np.isnan(values).any():
+            missing = int(train_sample_ids[np.flatnonzero(np.isnan(values).any(axis=0))[0]])
+            raise ValueError(f"{name}_{kind}: sample_id {missing} was not scored by every repeat")
+        table.columns[f"{name}_{kind}"] = values.mean(axis=0).astype(np.float32)
+        table.columns[f"{name}_{kind}_std"] = values.std(axis=0).astype(np.float32)
+    return table
+
+
+def unseen_scores(
+    dataset: ImageDataset, params: ScoresParams, *, seed: int, device: torch.device | None = None, on_epoch: EpochCallback | None = None
+) -> ScoreTable:
+    """Train every scoring model of `params` here, one after the other, and combine their records: the scores stage
+    in one call, for notebooks (the pipeline trains the same models as separate, cached, retrying tasks)."""
+    records = [train_scoring_model(dataset, model, params, seed=seed, device=device, on_epoch=on_epoch) for model in scoring_models(params)]
+    return combine_records(records, list(params.scores), dataset.train.sample_ids, dataset.train.labels.numpy())

@@ -1,0 +1,75 @@
+"""Coreset selection: the UNSEEN objective, its multi-step variant, and the baselines, behind one entry point.
+
+`select(params.select, difficulty, features, labels, ...)` returns a `Coreset` for any `select.method`;
+`random_baseline` draws the same-size, same-per-class random subset a coreset is compared against.
+Selection never trains a model: multi-step scoring is handed in (`select_multistep`) or driven by a flow.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from unseen.budgets import budget_for, random_subset
+from unseen.config import SelectParams
+from unseen.selection.baselines import BASELINES, CLASS_BALANCED
+from unseen.selection.coreset import Coreset
+from unseen.selection.kernels import mmd, standardize
+from unseen.selection.multistep import StepScorer, select_multistep, select_step, step_budgets, step_difficulty
+from unseen.selection.objective import UnseenObjective, select_coreset
+from unseen.selection.report import selection_report
+
+METHODS = ("unseen", *BASELINES)
+"""Every `select.method`."""
+
+__all__ = [
+    "BASELINES",
+    "CLASS_BALANCED",
+    "METHODS",
+    "Coreset",
+    "StepScorer",
+    "UnseenObjective",
+    "mmd",
+    "random_baseline",
+    "select",
+    "select_coreset",
+    "select_multistep",
+    "select_step",
+    "selection_report",
+    "step_budgets",
+    "step_difficulty",
+]
+
+
+def select(
+    params: SelectParams,
+    difficulty: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    pool_features: np.ndarray | None = None,
+    seed: int = 0,
+) -> Coreset:
+    """The single-step coreset of `params.method` at `params.prune_ratio`.
+
+    difficulty: (N,) the `params.score` column oriented higher = harder. features: (N, D) embeddings; baselines see
+    them standardized per dimension. pool_features: unlabeled features for `target_pool: test` (UNSEEN only).
+    """
+    budget = budget_for(len(labels), params.prune_ratio)
+    if params.method == "unseen":
+        objective = UnseenObjective.from_params(params)
+        return select_coreset(difficulty, features, labels, budget, objective=objective, pool_features=pool_features, num_classes=num_classes, seed=seed)
+    if params.method not in BASELINES:
+        raise ValueError(f"select.method: unknown method {params.method!r}; use one of: {', '.join(METHODS)}")
+    mean, std = standardize(features)
+    method = BASELINES[params.method]
+    options = {"hard_cutoff": params.hard_cutoff, "bins": params.score_bins}
+    accepted = {key: value for key, value in options.items() if key in inspect.signature(method).parameters}
+    return Coreset.from_mask(method(difficulty, (features - mean) / std, labels, budget, seed=seed, **accepted), labels)
+
+
+def random_baseline(labels: np.ndarray, coreset: Coreset, num_classes: int, seed: int) -> np.ndarray:
+    """The random subset a coreset is compared against: as many samples per class, drawn uniformly."""
+    return random_subset(labels, np.bincount(labels[coreset.selected], minlength=num_classes), seed)

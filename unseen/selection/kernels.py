@@ -1,0 +1,64 @@
+"""The Gaussian kernel behind alignment and diversity, approximated by random Fourier features (nothing N x N)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def median_bandwidth(x: np.ndarray, rng: np.random.Generator, sample: int = 1000) -> float:
+    """The median pairwise distance on a random sample: the usual Gaussian-kernel bandwidth rule."""
+    picked = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)]
+    sq = (picked**2).sum(1)
+    distances = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * picked @ picked.T, 0))
+    median = float(np.median(distances[np.triu_indices(len(picked), k=1)])) if len(picked) > 1 else 0.0
+    return median if median > 0 else 1.0
+
+
+def standardize(features: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std, computed in chunks (no second copy of a large feature matrix)."""
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    squares = np.zeros(features.shape[1], dtype=np.float64)
+    for start in range(0, len(features), chunk):
+        block = features[start : start + chunk].astype(np.float64)
+        total += block.sum(0)
+        squares += (block**2).sum(0)
+    mean = total / len(features)
+    std = np.sqrt(np.maximum(squares / len(features) - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def fourier_features(
+    x: np.ndarray,
+    dim: int,
+    bandwidth: float,
+    rng: np.random.Generator,
+    *,
+    mean: np.ndarray | float = 0.0,
+    std: np.ndarray | float = 1.0,
+    chunk: int = 65536,
+) -> np.ndarray:
+    """Random Fourier features (Rahimi & Recht 2007) of (x - mean) / std, built chunk by chunk:
+    z(a).z(b) approximates exp(-|a-b|^2 / (2 bandwidth^2))."""
+    weights = rng.normal(scale=1.0 / bandwidth, size=(x.shape[1], dim)).astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=dim).astype(np.float32)
+    out = np.empty((len(x), dim), dtype=np.float32)
+    for start in range(0, len(x), chunk):
+        block = (x[start : start + chunk] - mean) / std
+        out[start : start + chunk] = np.sqrt(2.0 / dim) * np.cos(block @ weights + phase)
+    return out
+
+
+def kernel_features(features: np.ndarray, dim: int, rng: np.random.Generator, chunk: int = 65536) -> np.ndarray:
+    """Random Fourier features of the standardized features, with the median bandwidth of a 2,000-sample draw."""
+    mean, std = standardize(features, chunk)
+    sample = (features[rng.choice(len(features), size=min(2000, len(features)), replace=False)] - mean) / std
+    bandwidth = median_bandwidth(sample.astype(np.float32), rng)
+    return fourier_features(features, dim, bandwidth, rng, mean=mean, std=std, chunk=chunk)
+
+
+def mmd(a: np.ndarray, b: np.ndarray, *, fourier_dim: int = 512, seed: int = 0) -> float:
+    """MMD between two feature sets (Gaussian kernel, median bandwidth of their union, random Fourier features)."""
+    rng = np.random.default_rng(seed)
+    both = np.concatenate([a, b]).astype(np.float32)
+    z = fourier_features(both, fourier_dim, median_bandwidth(both, rng), rng)
+    return float(np.linalg.norm(z[: len(a)].mean(0) - z[len(a) :].mean(0)))

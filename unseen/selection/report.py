@@ -1,0 +1,34 @@
+"""The select report: how well a coreset's features align with the train and test data, next to random."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unseen.selection.coreset import Coreset
+from unseen.selection.kernels import mmd
+
+
+def selection_report(
+    coreset: Coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0
+) -> dict:
+    """Alignment diagnostics of a coreset next to the same-size random subset: MMD to the train and test
+    features, per-class counts, and the histogram of region keep ratios (how unevenly regions were pruned)."""
+    report: dict = {
+        "coreset_size": int(coreset.selected.sum()),
+        "mmd_to_train_coreset": mmd(features[coreset.selected], features, seed=seed),
+        "mmd_to_train_random": mmd(features[random_selected], features, seed=seed),
+        "mmd_to_test_coreset": mmd(features[coreset.selected], test_features, seed=seed),
+        "mmd_to_test_random": mmd(features[random_selected], test_features, seed=seed),
+        "coreset_per_class": np.bincount(labels[coreset.selected], minlength=int(labels.max()) + 1).tolist(),
+    }
+    regions = coreset.region >= 0
+    if regions.any():
+        keys = labels[regions].astype(np.int64) * 65536 + coreset.region[regions]
+        unique, first, size = np.unique(keys, return_index=True, return_counts=True)
+        budget = coreset.region_budget[regions][first]
+        ratio = budget / size
+        counts, edges = np.histogram(ratio, bins=10, range=(0.0, 1.0))
+        report["region_keep_ratio_histogram"] = {"edges": edges.round(2).tolist(), "regions": counts.tolist()}
+        report["region_keep_ratio_min"] = float(ratio.min())
+        report["region_keep_ratio_max"] = float(ratio.max())
+    return report
