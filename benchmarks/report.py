@@ -8,52 +8,14 @@ on any machine from what is committed (`unseen bench-report --config benchmarks/
 
 from __future__ import annotations
 
-import json
 import shutil
-import statistics
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from benchmarks.sweep import FULL, BenchmarkConfig, read_results, sweep_cells
+from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, read_results, sweep_cells
+from benchmarks.tables import _pct, accuracy_table, comparison_lines, cost_lines, noise_lines, score_lines, summarize
 from unseen.io import atomic_path
-
-
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    """(mean, sample std, n) in percent; std is 0 for a single value."""
-    pct = [100 * v for v in values]
-    return statistics.fmean(pct), statistics.stdev(pct) if len(pct) > 1 else 0.0, len(pct)
-
-
-def summarize(rows: list[dict]) -> dict[tuple[str, float], tuple[float, float, int]]:
-    """(method, prune ratio) -> (mean accuracy %, std over seeds, seeds)."""
-    grouped: dict[tuple[str, float], list[float]] = defaultdict(list)
-    for row in rows:
-        grouped[(row["method"], row["prune_ratio"])].append(row["test_accuracy"])
-    return {key: _stats(values) for key, values in grouped.items()}
-
-
-def _pct(ratio: float) -> str:
-    return f"{round(100 * ratio)}%"
-
-
-def accuracy_table(sweep: BenchmarkConfig, summary: dict, methods: list[str]) -> list[str]:
-    """Markdown rows: one per method, one column per prune ratio, mean +- std (n), best mean per column in bold."""
-    ratios = sweep.prune_ratios
-    best = {r: max((summary[(m, r)][0] for m in methods if (m, r) in summary), default=None) for r in ratios}
-    lines = ["| method | " + " | ".join(f"prune {_pct(r)}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
-    for method in methods:
-        cells = []
-        for r in ratios:
-            if (method, r) not in summary:
-                cells.append("not run")
-                continue
-            mean, std, n = summary[(method, r)]
-            text = f"{mean:.2f} ± {std:.2f} ({n})"
-            cells.append(f"**{text}**" if mean == best[r] else text)
-        lines.append(f"| {sweep.methods[method].label} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def accuracy_plot(sweep: BenchmarkConfig, summary: dict, methods: list[str], path: Path) -> Path:
@@ -94,94 +56,6 @@ def accuracy_plot(sweep: BenchmarkConfig, summary: dict, methods: list[str], pat
     return path
 
 
-FEATURE_ONLY = ("moderate_ds", "kcenter_greedy", "herding")
-"""Methods that select from the features alone (no difficulty score)."""
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return statistics.fmean(values) if values else float("nan")
-
-
-def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> list[str]:
-    """Scoring, selection and retraining seconds per method (means over cells), and their sum as a multiple of one
-    full-data training: what producing (and using) each coreset costs."""
-    full_train = _mean(r["train_seconds"] for r in rows if r["method"] == FULL)
-    per_seed = {r["seed"]: (r["features_seconds"], r["scoring_seconds"]) for r in rows}
-    features, scoring = _mean(f for f, _ in per_seed.values()), _mean(s for _, s in per_seed.values())
-    lines = [
-        f"One full-data training: **{full_train:.1f} s** (mean over seeds). Per seed, shared by all methods: feature "
-        f"extraction {features:.1f} s and the scoring models {scoring:.1f} s ({scoring / full_train:.2f}x one full-data training; "
-        "all of them: the K held-out fold models and the seen model, about half each at K = 2). The table charges each method "
-        "what it uses: scores for score-based methods, features for geometric methods, D2 and the UNSEEN objective.",
-        "",
-        "| method | scoring and features s | selection s (mean over ratios) | retraining s (mean over ratios) "
-        "| coreset cost / full training |",
-        "|---|---|---|---|---|",
-    ]
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        if not mine:
-            continue
-        select = sweep.methods[method].select
-        uses_score = select.get("method") not in ("random", "random_class_balanced", *FEATURE_ONLY)
-        uses_features = select.get("method") in (*FEATURE_ONLY, "d2_pruning", "unseen")
-        charged = (scoring if uses_score else 0.0) + (features if uses_features else 0.0)
-        selection, retrain = _mean(r["selection_seconds"] for r in mine), _mean(r["train_seconds"] for r in mine)
-        multiple = (charged + selection) / full_train
-        lines.append(f"| {sweep.methods[method].label} | {charged:.1f} | {selection:.1f} | {retrain:.1f} | {multiple:.2f}x |")
-    return lines
-
-
-def target_lines(sweep: BenchmarkConfig, summary: dict) -> list[str]:
-    """Per prune ratio: the best UNSEEN form against the best baseline, random and the full data."""
-    unseen = [m for m, spec in sweep.methods.items() if spec.group == "unseen"]
-    others = [m for m, spec in sweep.methods.items() if spec.group == "baseline"]
-    full = summary.get((FULL, 0.0))
-    lines = []
-    if full is not None and any(summary[k][0] > full[0] for k in summary if k[0] != FULL):
-        lines += [
-            "Some coresets beat the full data: the budget rule gives a coreset the full-data training's SGD steps spread over "
-            "fewer samples, so it sees each sample more often; where the full-data recipe is short, that can outweigh the "
-            "samples removed.",
-            "",
-        ]
-    for r in sweep.prune_ratios:
-        forms = [(summary[(m, r)], m) for m in unseen if (m, r) in summary]
-        rivals = [(summary[(m, r)], m) for m in others if (m, r) in summary]
-        if not forms or not rivals:
-            continue
-        (best, best_name), (rival, rival_name) = max(forms), max(rivals)
-        verdict = "highest" if best[0] > rival[0] else "NOT highest"
-        text = (
-            f"- prune {_pct(r)}: best UNSEEN form {sweep.methods[best_name].label} {best[0]:.2f} ± {best[1]:.2f}; best baseline "
-            f"{sweep.methods[rival_name].label} {rival[0]:.2f} ± {rival[1]:.2f} -> UNSEEN {verdict} ({best[0] - rival[0]:+.2f} points)"
-        )
-        if ("random", r) in summary:
-            rand = summary[("random", r)]
-            text += f"; margin over random {best[0] - rand[0]:+.2f} points vs seed std {max(best[1], rand[1]):.2f}"
-        if full is not None:
-            text += f"; {best[0] - full[0]:+.2f} points vs full data ({full[0]:.2f} ± {full[1]:.2f})"
-        lines.append(text)
-    return lines
-
-
-def _score_lines(report_path: Path) -> list[str]:
-    if not report_path.is_file():
-        return ["(no score report next to the results table)"]
-    report = json.loads(report_path.read_text())
-    lines = [
-        "| score | std seen | std held-out | fraction within 5% of the easy end, seen | held-out | Spearman seen vs held-out |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum"):
-        stems = (f"{name}_seen_std", f"{name}_unseen_std", f"{name}_seen_frac_near_low_end", f"{name}_unseen_frac_near_low_end")
-        keys = [*stems, f"{name}_spearman_seen_unseen"]
-        if all(k in report for k in keys):
-            lines.append(f"| {name} | " + " | ".join(f"{report[k]:.3f}" for k in keys) + " |")
-    return lines
-
-
 def _anchor_lines(path: Path) -> list[str]:
     if not path.is_file():
         return [f"({path} not found)"]
@@ -209,7 +83,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
     summary = summarize(rows)
     report = Path(sweep.report)
     figures = report.parent / "benchmarks"
-    main = [m for m, spec in sweep.methods.items() if spec.group in ("baseline", "unseen")]
+    main = [m for m, spec in sweep.methods.items() if spec.group == "baseline" or m == sweep.reported or not sweep.reported and spec.group == "unseen"]
     ablation = [m for m, spec in sweep.methods.items() if spec.group in ("unseen", "ablation")]
     plot = accuracy_plot(sweep, summary, main, figures / f"{sweep.name}_accuracy_vs_prune_ratio.png")
     scores_png = figures / f"{sweep.name}_scores_distributions.png"
@@ -250,6 +124,8 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "### Accuracy (test accuracy %: mean ± std over seeds (number of seeds); best mean per column in bold)",
         "",
         f"Full data: **{full[0]:.2f} ± {full[1]:.2f}** ({full[2]} seeds)" if full else "Full data: not run",
+        *([f"Full data trained twice as long (convergence check): {long[0]:.2f} ± {long[1]:.2f} ({long[0] - full[0]:+.2f} points)"]
+          if full and (long := summary.get((FULL_LONG, 0.0))) else []),
         "",
         *accuracy_table(sweep, summary, main),
         "",
@@ -265,7 +141,9 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "",
         f"![score distributions](benchmarks/{scores_png.name})",
         "",
-        *_score_lines(sweep.results_file("scores_report.json")),
+        *score_lines(sweep.results_file("scores_report.json")),
+        "",
+        *noise_lines([sweep.results_file(f"scores_report_s{seed}.json") for seed in sweep.seeds]),
         "",
         "### Cost",
         "",
@@ -275,12 +153,9 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "the scoring models trained at each step. Retraining time varies with the machine's other load: other work "
         "shared these cores during the sweep.",
         "",
-        "### UNSEEN against the best baseline, per prune ratio",
+        "### UNSEEN against the baselines, random and the full data, per prune ratio",
         "",
-        "The best UNSEEN form is picked per prune ratio after the fact (held-out scores in CCS, single-step or multi-step "
-        "objective), which flatters UNSEEN by the maximum over three noisy means; the seed std says how much that can be.",
-        "",
-        *target_lines(sweep, summary),
+        *comparison_lines(sweep, summary),
         "",
         "## Published anchors (from the papers, not measured here)",
         "",

@@ -56,6 +56,8 @@ RESULTS = pa.schema(
 
 FULL = "full"
 """The method name of the full-data cell (no selection, prune ratio 0)."""
+FULL_LONG = "full_long"
+"""The full-data cell trained twice as long (`convergence_check`): how far the full-data recipe is from convergence."""
 
 GROUPS = ("baseline", "unseen", "ablation")
 
@@ -94,6 +96,8 @@ class BenchmarkConfig(BaseModel):
     prune_ratios: tuple[float, ...] = Field(min_length=1)
     budget_rule: Literal["fixed_iterations", "fixed_epochs"] = "fixed_iterations"
     methods: dict[str, MethodSpec] = Field(min_length=1)
+    reported: str | None = None  # the one UNSEEN method the report compares, fixed before the sweep (on pilot seeds)
+    convergence_check: bool = False  # also train the full data for twice the recipe's epochs, per seed
 
     @field_validator("prune_ratios")
     @classmethod
@@ -106,9 +110,15 @@ class BenchmarkConfig(BaseModel):
     @classmethod
     def _names(cls, value: dict[str, MethodSpec]) -> dict[str, MethodSpec]:
         for name in value:
-            if name == FULL or not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"method name {name!r}: use letters, digits, '_' or '-', and not {FULL!r} (the full-data cell)")
+            if name in (FULL, FULL_LONG) or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"method name {name!r}: use letters, digits, '_' or '-', and not {FULL!r} or {FULL_LONG!r} (full-data cells)")
         return value
+
+    @model_validator(mode="after")
+    def _reported_is_an_unseen_method(self) -> "BenchmarkConfig":
+        if self.reported is not None and (self.reported not in self.methods or self.methods[self.reported].group != "unseen"):
+            raise ValueError(f"reported: {self.reported!r} must name a method of group unseen")
+        return self
 
     @property
     def seed_folder(self) -> Path:
@@ -168,6 +178,7 @@ def sweep_cells(sweep: BenchmarkConfig) -> list[Cell]:
     cells = []
     for seed in sweep.seeds:
         cells.append(Cell(FULL, 0.0, seed))
+        cells += [Cell(FULL_LONG, 0.0, seed)] if sweep.convergence_check else []
         cells += [Cell(method, ratio, seed) for method in sweep.methods for ratio in sweep.prune_ratios]
     return cells
 
@@ -186,12 +197,12 @@ def cell_params(sweep: BenchmarkConfig, base: Params, cell: Cell, *, pool_size: 
     tree = base.model_dump(mode="json")
     tree["outputs"] = str(Path(base.outputs, "cells", cell.method, f"p{round(cell.prune_ratio * 100):02d}"))
     coreset_size = pool_size
-    if cell.method != FULL:
+    if cell.method not in (FULL, FULL_LONG):
         spec = sweep.methods[cell.method]
         tree["select"] = {**tree["select"], **spec.select, **spec.by_ratio.get(cell.prune_ratio, {}), "prune_ratio": cell.prune_ratio}
         coreset_size = budget_for(pool_size, cell.prune_ratio)
     recipe = base.retrain.recipe
-    tree["retrain"]["recipe"]["epochs"] = retrain_epochs(recipe, pool_size, coreset_size, sweep.budget_rule)
+    tree["retrain"]["recipe"]["epochs"] = retrain_epochs(recipe, pool_size, coreset_size, sweep.budget_rule) * (2 if cell.method == FULL_LONG else 1)
     return validate_params(tree, f"cell {cell.name}")
 
 
@@ -213,7 +224,7 @@ def cached_cell_result(path: str | Path, params_hash: str) -> dict[str, Any] | N
 
 def write_results(sweep: BenchmarkConfig, rows: list[dict[str, Any]], **meta: str) -> Path:
     """The results table (one row per finished cell, sorted), atomically, with the sweep hash and `meta` in its metadata."""
-    rows = sorted(rows, key=lambda r: (r["method"] != FULL, r["method"], r["prune_ratio"], r["seed"]))
+    rows = sorted(rows, key=lambda r: (r["method"] not in (FULL, FULL_LONG), r["method"], r["prune_ratio"], r["seed"]))
     keys = [(r["method"], r["prune_ratio"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise TableError(f"{sweep.results_table}: a (method, prune_ratio, seed) cell occurs twice")

@@ -11,12 +11,14 @@ import dataclasses
 import json
 import shutil
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 
 from benchmarks.machine import describe, machine
 from benchmarks.sweep import (
     FULL,
+    FULL_LONG,
     cached_cell_result,
     cell_params,
     cell_result_path,
@@ -72,6 +74,16 @@ def _previous_wall_seconds(sweep) -> float:
     return float(meta.get("wall_seconds", 0.0)) if meta.get("sweep_hash") == sweep.sweep_hash() else 0.0
 
 
+def _copy_score_reports(sweep, params: Params, first: bool) -> None:
+    """Every seed's score report, and the first seed's seen-vs-held-out figure, travel with the results table."""
+    copies = [(params.output("scores_report.json"), sweep.results_file(f"scores_report_s{params.seed}.json"))]
+    if first:
+        copies += [(params.output(name), sweep.results_file(Path(name).name)) for name in ("plots/scores_distributions.png", "scores_report.json")]
+    for source, target in copies:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
 @flow(name="benchmark", task_runner=DEFAULT_RUNNER)
 def benchmark(config_file: str) -> dict:
     """Run (or resume) the sweep in `config_file`; returns the rows, how many cells trained now and how many were cached."""
@@ -86,10 +98,7 @@ def benchmark(config_file: str) -> dict:
         for seed in sweep.seeds:
             params = seed_params(sweep, seed)
             costs = prepare_seed(params, tracker)
-            if seed == sweep.seeds[0]:  # the report's seen-vs-held-out figure and numbers travel with the results table
-                for source in (params.output("plots", "scores_distributions.png"), params.output("scores_report.json")):
-                    with atomic_path(sweep.results_file(source.name)) as tmp:
-                        shutil.copyfile(source, tmp)
+            _copy_score_reports(sweep, params, first=seed == sweep.seeds[0])
             pool_size = len(dataset_for(params).train)
             todo = []
             for cell in (c for c in sweep_cells(sweep) if c.seed == seed):
@@ -104,7 +113,7 @@ def benchmark(config_file: str) -> dict:
                 cell_task.with_options(retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds),
                 [cp for _, cp in todo],
                 [cell for cell, _ in todo],
-                ["full" if cell.method == FULL else sweep.methods[cell.method].group for cell, _ in todo],
+                ["full" if cell.method in (FULL, FULL_LONG) else sweep.methods[cell.method].group for cell, _ in todo],
                 [str(cell_result_path(sweep, cell)) for cell, _ in todo],
                 unmapped(str(params.outputs)),
                 unmapped(tracker),

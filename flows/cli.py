@@ -2,35 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import signal
+import sys
 import time
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.table import Table
 
-from unseen.config import STAGES, ParamsError, load_params
+from unseen.config import STAGES, InputError, ParamsError, load_params
 
 STARTED = time.perf_counter()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="UNSEEN dataset pruning: scores from models that never saw the sample.")
-console = Console()
-errors = Console(stderr=True)
+console = Console(markup=False, highlight=False)  # paths and class names may hold brackets: print them as they are
+errors = Console(stderr=True, markup=False, highlight=False)
 
+SEED_NOISE_TIERS = ("full", "cpu", "noise")
+"""Benchmark tiers whose results tables the run summary reads for the seed std, first found first."""
 ParamsOption = Annotated[str, typer.Option("--params", "-p", help="params file")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set select.prune_ratio=0.7 (repeatable)")]
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from tasks.tracking import TrackingError
-    from unseen.data import DataError
-    from unseen.features import FeatureError
-    from unseen.tables import TableError
 
-    return (ParamsError, DataError, TableError, FeatureError, TrackingError)
+    return (InputError, TrackingError)
+
+
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space and rerun; finished scoring models are cached and not trained again",
+    errno.EROFS: "the file system is read-only: point outputs (and tracking.uri) at a writable folder",
+    errno.EACCES: "permission denied: point outputs (and tracking.uri) at a folder you can write",
+}
+"""OS errors a user fixes in the environment, not in the code: reported in one line, like bad input."""
+
+
+def _environment_error(exc: OSError) -> None:
+    """One line for an OS error of ENVIRONMENT_ERRORS; anything else is a bug and keeps its traceback."""
+    if exc.errno not in ENVIRONMENT_ERRORS:
+        raise exc
+    _fail(OSError(f"{exc.filename or exc.strerror}: {ENVIRONMENT_ERRORS[exc.errno]}"))
 
 
 def _fail(exc: Exception) -> None:
-    errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)  # unwrapped: paths stay whole
+    errors.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)  # unwrapped: paths stay whole
     raise typer.Exit(2)
 
 
@@ -60,6 +80,25 @@ def _write_report(result: dict, wall: float) -> None:
     write_json(params.output("run_report.json"), report)
 
 
+def seed_noise_line(prune_ratio: float) -> str:
+    """How much one seed's margin can move by chance: the benchmark's seed std of random at the nearest prune ratio."""
+    from benchmarks.sweep import read_results
+    from benchmarks.tables import summarize
+    from unseen.tables import TableError
+
+    for tier in SEED_NOISE_TIERS:
+        try:
+            table, meta = read_results(f"benchmarks/results/{tier}.parquet")
+        except (TableError, OSError):
+            continue
+        summary = {key: value for key, value in summarize(table.to_pylist()).items() if key[0] == "random"}
+        if summary:
+            (_, ratio), (_, std, seeds) = min(summary.items(), key=lambda item: abs(item[0][1] - prune_ratio))
+            return (f"the seed std of random at {round(100 * ratio)}% pruning in the benchmark (tier {tier}, {seeds} seeds) is {std:.2f} points: "
+                    "a margin within about twice that can be chance")
+    return "no benchmark results here to compare with one seed's noise (see docs/benchmarks.md)"
+
+
 def _print_summary(result: dict, wall: float) -> None:
     _write_report(result, wall)
     params = result["params"]
@@ -75,6 +114,8 @@ def _print_summary(result: dict, wall: float) -> None:
             f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})\n"
             f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}\n"
             f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}\n"
+            f"margin over random: {100 * (metrics['test_accuracy_coreset'] - metrics['test_accuracy_random']):+.2f} points; "
+            f"{seed_noise_line(params.select.prune_ratio)}\n"
             f"registered model: {params.tracking.registered_model} version {int(metrics['model_version'])} (alias @current)"
         )
     compute = sum(report.compute_seconds for report in result["stages"])
@@ -91,6 +132,44 @@ def _print_summary(result: dict, wall: float) -> None:
     console.print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri} --host 127.0.0.1 --port 5000")
 
 
+def _is_stop(exc: BaseException) -> bool:
+    """Ctrl-C, or the TerminationSignal that Prefect's own SIGTERM handler raises inside a flow run (Prefect is not
+    imported for this: importing it before the temporary server starts would make Prefect start a server of its own)."""
+    exceptions = sys.modules.get("prefect.exceptions")
+    return isinstance(exc, KeyboardInterrupt) or (exceptions is not None and isinstance(exc, exceptions.TerminationSignal))
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """Ctrl-C (SIGINT, to the process or its group) or SIGTERM: every training and inference loop stops at its next
+    batch, the flow ends, the MLflow runs are marked KILLED, the outputs lock and the temporary Prefect server are
+    released, nothing partial is left (every table is written atomically), and the command exits 130 or 143. A rerun
+    resumes from the cached scoring models."""
+    received: list[int] = []
+
+    def stop(signum, frame) -> None:
+        from unseen.training import request_stop
+
+        received.append(signum)
+        request_stop()
+        if len(received) == 1:  # a repeated signal (Prefect passes SIGTERM on after its own handler) must not cut the clean-up short
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except BaseException as exc:
+        if not _is_stop(exc):
+            raise
+        signum = received[0] if received else signal.SIGTERM
+        errors.print(Text(f"stopped by {signal.Signals(signum).name}: ", style="bold red") +
+                     Text("nothing partial was written; rerun the same command to resume (finished scoring models are cached)"))
+        raise typer.Exit(128 + signum) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @app.command()
 def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) -> None:
     """Run the whole pipeline (features, scores, select, retrain) as one Prefect flow."""
@@ -99,7 +178,7 @@ def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) 
         params = load_params(params_file, overrides)
         from flows.server import temporary_api_server
 
-        with temporary_api_server() as server:  # starts now, ready while the imports below run
+        with _stoppable(), temporary_api_server() as server:  # the server starts now, ready while the imports below run
             from flows.prune import preflight, prune
 
             preflight(params, STAGES)  # refuse bad input before the flow starts: a short message, nothing written
@@ -107,6 +186,8 @@ def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) 
             result = _flow_with_runner(prune, params)(params_file=params_file, overrides=overrides)
     except _user_errors() as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment_error(exc)
     _print_summary(result, time.perf_counter() - STARTED)
 
 
@@ -124,7 +205,7 @@ def stage(
         params = load_params(params_file, overrides)
         from flows.server import temporary_api_server
 
-        with temporary_api_server() as server:
+        with _stoppable(), temporary_api_server() as server:
             from flows.prune import preflight
             from flows.prune import stage as stage_flow
 
@@ -133,6 +214,8 @@ def stage(
             result = _flow_with_runner(stage_flow, params)(name=name, params_file=params_file, overrides=overrides)
     except _user_errors() as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment_error(exc)
     _print_summary(result, time.perf_counter() - STARTED)
 
 
@@ -167,7 +250,7 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
         params = seed_params(sweep, sweep.seeds[0])
         from flows.server import temporary_api_server
 
-        with temporary_api_server() as server:  # starts now, ready while the imports below run
+        with _stoppable(), temporary_api_server() as server:  # starts now, ready while the imports below run
             from flows.bench import benchmark
             from flows.prune import preflight
 
@@ -176,6 +259,8 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
             result = _flow_with_runner(benchmark, params)(config_file=config)
     except _user_errors() as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment_error(exc)
     console.print(
         f"{len(result['rows'])} cells: {result['trained']} trained now, {result['cached']} from earlier runs; "
         f"{result['wall_seconds']:.1f} s -> {sweep.results_table}\nreport: .venv/bin/unseen bench-report --config {config}"
@@ -192,6 +277,8 @@ def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
         path = write_report(load_sweep(config), config)
     except _user_errors() as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment_error(exc)
     console.print(f"wrote {path}")
 
 

@@ -55,7 +55,11 @@ class TemporaryServer:
         ]
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "0"}  # no telemetry calls to the network
-        self.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        # its own session: Ctrl-C in a terminal (SIGINT to the foreground process group), `timeout` and service managers
+        # signal the run, which stops its tasks and then this server; it still dies with the run if the run is killed
+        self.process = subprocess.Popen(
+            command, env=env, start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None
+        )
 
     def wait_ready(self) -> None:
         """Block until the server answers its health check; a clear error if it exits or never answers."""
@@ -71,11 +75,11 @@ class TemporaryServer:
             time.sleep(0.1)
         raise ServerError(f"the temporary Prefect server at {self.api_url} did not answer within {timeout:.0f} s; raise {STARTUP_TIMEOUT}")
 
-    def stop(self) -> None:
+    def stop(self, drain_seconds: float = 5) -> None:
         """Send the flow's last log lines (Prefect batches them in the background), then end the server."""
         handlers = sys.modules.get("prefect.logging.handlers")
         if handlers is not None:
-            handlers.APILogWorker.drain_all(timeout=5)
+            handlers.APILogWorker.drain_all(timeout=drain_seconds)
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -102,9 +106,13 @@ def temporary_api_server() -> Iterator[TemporaryServer | _NoServer]:
     server = TemporaryServer()
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ["PREFECT_UI_URL"] = ""  # the server runs without its UI: print no links to it
+    stopped = False
     try:
         yield server
+    except KeyboardInterrupt:
+        stopped = True
+        raise
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         os.environ.pop("PREFECT_UI_URL", None)
-        server.stop()
+        server.stop(drain_seconds=1 if stopped else 5)

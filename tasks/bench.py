@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from benchmarks.sweep import FULL, Cell, cached_cell_result
+from benchmarks.sweep import FULL, FULL_LONG, Cell, cached_cell_result
 from tasks.common import dataset_for
 from tasks.runners import set_torch_threads
 from tasks.select import select_steps
@@ -48,7 +48,7 @@ def cell_task(params: Params, cell: Cell, group: str, result_path: str, seed_out
     tags = {"stage": "bench-cell", "method": cell.method, "prune_ratio": str(cell.prune_ratio), "seed": str(cell.seed)}
     with tracker.child_run(cell.name, **tags) as run_id:
         selection_seconds, kept = 0.0, dataset.train.sample_ids
-        if cell.method != FULL:
+        if cell.method not in (FULL, FULL_LONG):
             _link_shared_tables(Path(seed_outputs), params)
             cell_tracker = dataclasses.replace(tracker, run_id=run_id)
             selection_seconds, _ = select_steps(params, cell_tracker, run=lambda step_task, *args: step_task.fn(*args))

@@ -12,7 +12,7 @@ import torch
 from prefect import Task, get_run_logger
 
 from tasks.tracking import Tracker
-from unseen.config import DataParams, Params
+from unseen.config import DataParams, InputError, Params
 from unseen.data import ImageDataset, load_dataset
 from unseen.models import Classifier
 from unseen.training import EpochCallback
@@ -32,9 +32,15 @@ def dataset_for(params: Params) -> ImageDataset:
         return _cached_dataset(params.data, params.seed)
 
 
+def _retry_unless_input_error(task: Task, task_run, state) -> bool:
+    return not isinstance(state.data, InputError)
+
+
 def with_retries(params: Params, task: Task) -> Task:
-    """The task with `orchestration.retries` and `retry_delay_seconds` from params."""
-    return task.with_options(retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds)
+    """The task with `orchestration.retries` and `retry_delay_seconds` from params; input errors fail at once."""
+    return task.with_options(
+        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds, retry_condition_fn=_retry_unless_input_error
+    )
 
 
 def epoch_logger(tracker: Tracker, run_id: str, label: str, total: int) -> EpochCallback:
@@ -47,6 +53,21 @@ def epoch_logger(tracker: Tracker, run_id: str, label: str, total: int) -> Epoch
         logger.info(f"{label} epoch {epoch}/{total}  {shown}  ({stats['epoch_seconds']:.1f} s)")
 
     return on_epoch
+
+
+def halved_batches(params: Params) -> Params | None:
+    """Every training and inference batch size halved, none below `orchestration.min_batch_size`: the retry after an
+    out-of-memory error. None when all of them are already at the floor (nothing smaller to try)."""
+    floor = params.orchestration.min_batch_size
+    tree = params.model_dump()
+    recipes = [tree["features"]["proxy"], tree["scores"]["recipe"], tree["retrain"]["recipe"]]
+    fields = [(r, "batch_size") for r in recipes] + [(tree["features"], "batch_size"), (tree["scores"], "batch_size"), (tree["retrain"], "batch_size_eval")]
+    changed = False
+    for section, key in fields:
+        smaller = max(floor, section[key] // 2)
+        changed |= smaller < section[key]
+        section[key] = min(section[key], smaller)
+    return Params.model_validate(tree) if changed else None
 
 
 def shrinking_on_oom(
@@ -63,7 +84,7 @@ def shrinking_on_oom(
         try:
             return work(current), current
         except torch.OutOfMemoryError as exc:
-            smaller = current.with_halved_batches()
+            smaller = halved_batches(current)
             if smaller is None:
                 exc.add_note(f"[{what}] still out of memory at batch size {batch_of(current)} (orchestration.min_batch_size); "
                              "lower orchestration.min_batch_size or use a device with more memory")

@@ -27,7 +27,7 @@ from unseen.scores import (
     seen_unseen_histograms,
     train_scoring_model,
 )
-from unseen.tables import SCORES, write_table
+from unseen.tables import SCORES, TableError, write_table
 from unseen.training import pick_device
 
 
@@ -54,8 +54,13 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
     path = model_cache_path(params, dataset, model)
     stage = "select" if model.kind == "step" else "scores"
     if path.is_file():
-        get_run_logger().info(f"[{stage}] {model.name} already recorded: {path}")
-        return str(path), 0.0
+        try:
+            read_record(params, dataset, path, stage)
+            get_run_logger().info(f"[{stage}] {model.name} already recorded: {path}")
+            return str(path), 0.0
+        except TableError as exc:  # a truncated or foreign cache entry is not an error: train the model again
+            get_run_logger().warning(f"[{stage}] {model.name}: cached record unusable ({exc}); training it again")
+            path.unlink()
     with tracker.child_run(f"{stage}/{model.name}", stage=stage, kind=model.kind, repeat=str(model.repeat), fold=str(model.fold)) as run_id:
         on_epoch = epoch_logger(tracker, run_id, f"[{stage}] {model.name}", params.scores.recipe.epochs)
         record, used = shrinking_on_oom(
@@ -79,7 +84,7 @@ def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str
     records = [read_record(params, dataset, path) for path in record_paths]
     names = list(params.scores.score_names)
     table = combine_records(records, list(params.scores.scores), dataset.train.sample_ids, dataset.train.labels.numpy())
-    report = scores_report(table, records, names)
+    report = scores_report(table, records, names, noisy=dataset.noisy_train)
     compute = time.perf_counter() - started
     path = write_table(
         SCORES, {"sample_id": table.sample_ids, "label": table.labels, "folds": table.folds, **table.columns}, params.output("scores.parquet"),

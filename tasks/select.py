@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.common import dataset_for
 from tasks.scores import read_record, scoring_model_task
 from tasks.tracking import Tracker
-from unseen.checks import features_input, scores_input
+from unseen.checks import features_input, label_issues_input, scores_input
 from unseen.config import Params
 from unseen.io import write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
@@ -35,7 +35,7 @@ def select_task(
     pool = test_embedding if params.select.target_pool == "test" else None
     started = time.perf_counter()
     held_out = difficulty(values, params.select.score)
-    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, seed=params.seed)
+    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=label_issues_input(params, dataset), seed=params.seed)
     if params.select.steps == 1:
         coreset, joined = select(params.select, held_out, features, labels, **kwargs), None
     else:

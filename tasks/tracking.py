@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +21,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from prefect.exceptions import TerminationSignal
+
 from tasks.lineage import git_commit
 from unseen.config import Params
+from unseen.training import request_stop
 
 PROBE_TIMEOUT_SECONDS = 5
 
@@ -47,11 +51,16 @@ def check_tracking(uri: str) -> None:
                 "start it (mlflow server ...) or set tracking.uri to another store, e.g. sqlite:///mlflow.db. Nothing was run"
             ) from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
+        path = Path(uri.removeprefix("sqlite:///")).expanduser().absolute()
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise TrackingError(
-                f"tracking.uri={uri}: folder {folder} does not exist or is not writable; create it or set tracking.uri "
+                f"tracking.uri={uri}: folder {path.parent} does not exist or is not writable; create it or set tracking.uri "
                 "to another store. Nothing was run"
+            )
+        if path.is_file() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
+            raise TrackingError(
+                f"tracking.uri={uri}: {path} is not an SQLite database; move it away (MLflow creates a new store) or set "
+                "tracking.uri to another store. Nothing was run"
             )
 
 
@@ -89,19 +98,26 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
-    def finish(self, run_id: str, failed: bool = False) -> None:
-        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    @contextlib.contextmanager
+    def ended(self, run_id: str) -> Iterator[str]:
+        """The block's run ends FINISHED; FAILED if the block raises (a task attempt Prefect may retry); KILLED if the run
+        was stopped (Ctrl-C, SIGTERM), which also asks every training loop of the process to stop."""
+        try:
+            yield run_id
+        except (KeyboardInterrupt, TerminationSignal):
+            request_stop()  # the other threads' training loops stop too, at their next batch
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
 
     @contextlib.contextmanager
     def child_run(self, name: str, **tags: str) -> Iterator[str]:
-        """A child run that ends FINISHED, or FAILED if the block raises (a task attempt that Prefect will retry)."""
-        run_id = self.child(name, **tags)
-        try:
+        """A child run of the pipeline run, ended as `ended` says."""
+        with self.ended(self.child(name, **tags)) as run_id:
             yield run_id
-        except BaseException:
-            self.finish(run_id, failed=True)
-            raise
-        self.finish(run_id)
 
     @contextlib.contextmanager
     def active(self, run_id: str) -> Iterator[None]:
@@ -111,18 +127,43 @@ class Tracker:
             yield
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_abandoned_runs_killed(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Parent runs left RUNNING by a process of this machine that no longer exists (SIGKILL, power loss), and their
+    RUNNING children, are marked KILLED, so the MLflow UI does not show them running for good. Returns their ids."""
+    killed = []
+    here = f"attributes.status = 'RUNNING' and tags.`unseen.host` = '{socket.gethostname()}'"
+    for run in client.search_runs([experiment_id], filter_string=here):
+        if _alive(int(run.data.tags.get("unseen.pid", "0") or 0)):
+            continue
+        children = f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        for child in client.search_runs([experiment_id], filter_string=children):
+            client.set_terminated(child.info.run_id, "KILLED")
+            killed.append(child.info.run_id)
+        client.set_terminated(run.info.run_id, "KILLED")
+        killed.append(run.info.run_id)
+    return killed
+
+
 @contextlib.contextmanager
 def pipeline_run(params: Params, name: str) -> Iterator[Tracker]:
-    """Open the parent run of one pipeline (or single-stage) run; marks it FAILED if the block raises."""
+    """Open the parent run of one pipeline (or single-stage) run, ended FINISHED, FAILED or KILLED (`Tracker.ended`)."""
     client = MlflowClient(params.tracking.uri)
     experiment = client.get_experiment_by_name(params.tracking.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(params.tracking.experiment)
-    run = client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), "stage": name})
+    mark_abandoned_runs_killed(client, experiment_id)
+    owner = {"unseen.host": socket.gethostname(), "unseen.pid": str(os.getpid())}
+    run = client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), "stage": name, **owner})
     tracker = Tracker(params.tracking.uri, experiment_id, run.info.run_id)
     tracker.log_params(run.info.run_id, _flatten(params.model_dump(mode="json")))
-    try:
+    with tracker.ended(tracker.run_id):
         yield tracker
-    except BaseException:
-        tracker.finish(tracker.run_id, failed=True)
-        raise
-    tracker.finish(tracker.run_id)

@@ -172,6 +172,7 @@ def image_folder(layout: dict, damage: Callable[[Path], None] | None = None) -> 
 
 
 TWO_CLASSES = {"train": {"ant": 10, "bee": 10}, "test": {"ant": 2, "bee": 2}}
+ONE_CLASS = {"train": {"ant": 20}, "test": {"ant": 4}}
 
 
 def broken_png(root: Path) -> None:
@@ -270,11 +271,11 @@ CASES = [
     Case("more folds than smallest class", RUN, setting("scores", folds=201),
          ("scores.folds=201: class 'T-shirt/top' has only 200 train samples", "use at most 200 folds")),
     Case("empty score list", RUN, setting("scores", scores=[]), ("scores.scores: Value error, list at least one score",)),
-    Case("unknown score", RUN, setting("scores", scores=["el2n", "el3n"]),
+    Case("unknown score", RUN, setting("scores", scores=["el2n", "el3n", "label_issue"]),
          ("scores.scores: unknown score 'el3n'; use one of el2n, grand, loss, entropy, margin, forgetting, aum",)),
-    Case("score function not importable", RUN, setting("scores", scores=["el2n", "nowhere.module:fn"]), ("cannot import 'nowhere.module:fn'",)),
-    Case("select.score not computed", RUN, lambda f: (setting("scores", scores=["el2n"])(f), setting("select", score="aum_unseen")(f)),
-         ("select.score 'aum_unseen': 'aum' is not in scores.scores ['el2n']",)),
+    Case("score function not importable", RUN, setting("scores", scores=["el2n", "nowhere.module:fn", "label_issue"]), ("cannot import 'nowhere.module:fn'",)),
+    Case("select.score not computed", RUN, lambda f: (setting("scores", scores=["el2n", "label_issue"])(f), setting("select", score="aum_unseen")(f)),
+         ("select.score 'aum_unseen': 'aum' is not in scores.scores ['el2n', 'label_issue']",)),
     Case("unknown method", RUN, setting("select", method="topk"), ("select.method: unknown method 'topk'; use one of: unseen, random,",)),
     Case("unknown model", RUN, nested("scores.recipe.model", "vgg16"), ("scores.recipe.model: Input should be 'small_cnn', 'mlp' or 'resnet18'",)),
     Case("unknown data set", RUN, setting("data", name="mnist"),
@@ -290,9 +291,29 @@ CASES = [
     Case("override without value", RUN, args("--set", "select.prune_ratio"), ("--set 'select.prune_ratio': expected KEY=VALUE",)),
     Case("override without key", RUN, args("--set", "=0.7"), ("--set '=0.7': expected KEY=VALUE",)),
     Case("override out of range", RUN, args("--set", "select.prune_ratio=1.5"), ("select.prune_ratio: Input should be less than 1",)),
+    Case("brackets in a file name", RUN, args("--params", "exp[/old].yaml"), ("exp[/old].yaml: params file not found",)),  # not rich markup
+    Case("override value not YAML", RUN, args("--set", "scores.score_epochs=[1,2"),
+         ("--set 'scores.score_epochs=[1,2': the value is not valid YAML", "quote it or fix it")),
+    Case("seed negative", RUN, nested("seed", -1), ("seed: Input should be greater than or equal to 0",)),
+    Case("seed too large", RUN, nested("seed", 2**40), ("seed: Input should be less than or equal to 4000000",)),
+    Case("weight not finite", RUN, setting("select", diversity_weight=float("inf")), ("select.diversity_weight: Input should be a finite number",)),
+    Case("section given twice", RUN, lambda f: f.params.__setitem__("__text__", "select:\n  prune_ratio: 0.5\nselect:\n  prune_ratio: 0.7\n"),
+         ("params.yaml: line 3: key 'select' is given twice; keep one",)),
+    Case("empty params file", RUN, lambda f: f.params.__setitem__("__text__", ""), ("params.yaml: the file is empty",)),
+    Case("select.score not a column", RUN, setting("select", score="el2n"),
+         ("select.score: Value error, 'el2n' is not a score column; use <score>_unseen or <score>_seen, e.g. el2n_unseen",)),
+    Case("auto cutoff without label issues", RUN, lambda f: (setting("scores", scores=["el2n"])(f), setting("select", hard_cutoff="auto")(f)),
+         ("select.hard_cutoff 'auto' cuts the samples that label_issue flags: add label_issue to scores.scores", "or set select.hard_cutoff")),
     Case("unknown stage", ("stage", "train"), lambda f: None, ("unknown stage 'train'; use one of: features, scores, select, retrain",)),
     Case("tracking server down", RUN, setting("tracking", uri="http://127.0.0.1:9"),
          ("tracking.uri=http://127.0.0.1:9: the MLflow tracking server does not answer", "Nothing was run")),
+    Case("tracking store not a database", RUN,
+         lambda f: ((f.root / "mlflow.db").write_text("not a database"), f.params["tracking"].__setitem__("uri", f"sqlite:///{f.root}/mlflow.db")),
+         ("{root}/mlflow.db is not an SQLite database",)),
+    Case("outputs is a file", RUN, lambda f: ((f.root / "outputs.txt").write_text("x"), f.params.__setitem__("outputs", str(f.root / "outputs.txt"))),
+         ("{root}/outputs.txt is a file, not a folder",)),
+    Case("data root is a file", RUN, lambda f: (f.data("fashion-mnist", subfolder="data.txt"), (f.root / "data.txt").write_text("x")),
+         ("{root}/data.txt is a file, not a folder",)),
     Case("tracking folder missing", RUN, lambda f: f.params["tracking"].__setitem__("uri", f"sqlite:///{f.root}/no/such/mlflow.db"),
          ("{root}/no/such does not exist",)),
     # data
@@ -314,6 +335,7 @@ CASES = [
     Case("test folder missing", RUN, image_folder({"train": {"ant": 10, "bee": 10}}), ("{root}/data/test does not exist",)),
     Case("train folder missing", RUN, image_folder({"test": {"ant": 10, "bee": 10}}), ("{root}/data/train does not exist",)),
     Case("images of two sizes", RUN, image_folder(TWO_CLASSES, bigger_image), ("differ in size", "resize them to one size")),
+    Case("one class", RUN, image_folder(ONE_CLASS), ("imagefolder: the train split holds one class ('ant')", "at least two classes")),
     Case("label out of range (idx)", RUN, fashion_label_out_of_range, ("2 train labels outside 0..9, first at sample_id 7",)),
     Case("label out of range (cifar)", RUN, cifar_label_out_of_range, ("1 test labels outside 0..9, first at sample_id 3",)),
     # tables

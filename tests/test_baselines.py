@@ -8,6 +8,7 @@ from unseen.selection.baselines import (
     CLASS_BALANCED,
     ccs,
     moderate_ds,
+    moderate_ds_class_balanced,
     random_class_balanced,
     random_uniform,
     topk_easiest,
@@ -16,7 +17,7 @@ from unseen.selection.baselines import (
 from unseen.selection.geometric import d2_forward_scores, d2_pruning, herding, kcenter_greedy
 from unseen.budgets import class_budgets, random_subset, stratified_quotas
 
-SEEDED = {"random", "random_class_balanced", "ccs", "kcenter_greedy"}  # the methods whose result depends on the seed
+SEEDED = {"random", "random_class_balanced", "ccs", "kcenter_greedy", "d2_pruning"}  # the methods whose result depends on the seed (d2: strata of at most k samples are drawn)
 
 
 def _toy(n=240, classes=3, dim=4, seed=0):
@@ -32,9 +33,10 @@ def _toy(n=240, classes=3, dim=4, seed=0):
 
 def test_registry_names_the_baselines():
     assert set(BASELINES) == {
-        "random", "random_class_balanced", "topk_hardest", "topk_easiest", "ccs", "moderate_ds", "kcenter_greedy", "herding", "d2_pruning",
+        "random", "random_class_balanced", "topk_hardest", "topk_easiest", "ccs", "moderate_ds", "moderate_ds_class_balanced",
+        "kcenter_greedy", "herding", "d2_pruning",
     }
-    assert CLASS_BALANCED == set(BASELINES) - {"random", "ccs"}
+    assert CLASS_BALANCED == set(BASELINES) - {"random", "ccs", "moderate_ds"}
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
@@ -90,7 +92,7 @@ def test_identical_features_equal_scores_and_a_tiny_class(name):
     assert full_tiny.all()
 
 
-@pytest.mark.parametrize("name", ["topk_hardest", "topk_easiest", "moderate_ds", "herding", "d2_pruning"])
+@pytest.mark.parametrize("name", ["topk_hardest", "topk_easiest", "moderate_ds_class_balanced", "herding"])
 def test_ties_go_to_the_lower_index(name):
     labels = np.zeros(10, dtype=int)
     selected = BASELINES[name](np.ones(10), np.zeros((10, 2)), labels, 4)
@@ -174,24 +176,32 @@ def test_ccs_is_global_not_class_balanced():
 # ----------------------------------------------------------------------------------------------- Moderate-DS
 
 
-def test_moderate_ds_keeps_the_median_distance_and_drops_both_ends():
+def test_moderate_ds_class_balanced_keeps_the_median_distance_and_drops_both_ends():
     x = np.array([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
     features = np.concatenate([x, x + 100.0])[:, None]  # two classes with their own centres
     labels = np.repeat([0, 1], 7)
-    selected = moderate_ds(np.zeros(14), features, labels, 4)
+    selected = moderate_ds_class_balanced(np.zeros(14), features, labels, 4)
     assert list(np.flatnonzero(selected)) == [1, 5, 8, 12]  # distance 2 = the median of (3, 2, 1, 0, 1, 2, 3)
     assert not selected[[0, 3, 6, 7, 10, 13]].any()  # nearest (0) and farthest (3) from each centre are dropped
 
 
-def test_moderate_ds_centre_mean_or_coordinate_median():
+def test_moderate_ds_class_balanced_centre_mean_or_coordinate_median():
     features = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 100.0])[:, None]
     labels = np.zeros(7, dtype=int)
     # mean 16.43: distances 16.4 15.4 14.4 13.4 12.4 11.4 83.6, median 14.43 -> deviations 2 1 0 1 2 3 69.1
-    assert list(np.flatnonzero(moderate_ds(np.zeros(7), features, labels, 5))) == [0, 1, 2, 3, 4]
+    assert list(np.flatnonzero(moderate_ds_class_balanced(np.zeros(7), features, labels, 5))) == [0, 1, 2, 3, 4]
     # coordinate median 3: distances 3 2 1 0 1 2 97, median 2 -> deviations 1 0 1 2 1 0 95
-    assert list(np.flatnonzero(moderate_ds(np.zeros(7), features, labels, 5, center="median"))) == [0, 1, 2, 4, 5]
+    assert list(np.flatnonzero(moderate_ds_class_balanced(np.zeros(7), features, labels, 5, center="median"))) == [0, 1, 2, 4, 5]
     with pytest.raises(ValueError, match="center"):
-        moderate_ds(np.zeros(7), features, labels, 5, center="mode")
+        moderate_ds_class_balanced(np.zeros(7), features, labels, 5, center="mode")
+
+
+def test_moderate_ds_keeps_one_global_band_around_the_median_distance_to_the_class_median():
+    # class 0 around 0 (median 0): distances 0 1 2 4 8; class 1 around 100 (median 100): distances 0 0.5 3 6 9
+    features = np.array([0.0, 1.0, -2.0, 4.0, -8.0, 100.0, 100.5, 97.0, 106.0, 91.0])[:, None]
+    labels = np.repeat([0, 1], 5)
+    # all ten distances ranked: 0(0) 0(5) .5(6) 1(1) 2(2) 3(7) 4(3) 6(8) 8(4) 9(9); keep 4 from rank round(10 * 0.3) = 3
+    assert list(np.flatnonzero(moderate_ds(np.zeros(10), features, labels, 4))) == [1, 2, 3, 7]  # not class-balanced: 3 + 1
 
 
 # ----------------------------------------------------------------------------------------------- k-center greedy
@@ -260,7 +270,7 @@ def _two_clusters():
 
 def test_d2_pruning_picks_both_clusters_when_difficulty_is_equal():
     features, labels, cluster = _two_clusters()
-    for k in (3, 10):  # k=3: each cluster is a clique; k=10: the clusters are also joined (k capped at 7)
+    for k in (3, 5):  # k=3: each cluster is a clique; k=5: the clusters are also joined (more than k samples: no random draw)
         selected = d2_pruning(np.ones(8), features, labels, 2, k=k)
         assert sorted(cluster[selected]) == [0, 1]  # reverse message passing demotes the first pick's cluster
 
@@ -273,14 +283,23 @@ def test_d2_pruning_prefers_the_harder_cluster_first():
     assert list(cluster[d2_pruning(scores[::-1], features, labels, 1)]) == [0]
 
 
-def test_d2_pruning_hard_cutoff_and_refusals():
+def test_d2_pruning_hard_cutoff_shift_and_refusals():
     scores, features, labels = _toy(n=60)
     selected = d2_pruning(scores, features, labels, 20, hard_cutoff=0.2)
     for c in range(3):
         members = np.flatnonzero(labels == c)
         hardest = members[np.argsort(-scores[members])[: int(0.2 * len(members))]]
         assert not selected[hardest].any()
-    with pytest.raises(ValueError, match="non-negative"):
-        d2_pruning(scores - 1.0, features, labels, 20)
+    signed = scores - 1.0  # AUM-like: partly negative; shifted by its minimum, as the authors do
+    assert np.array_equal(d2_pruning(signed, features, labels, 20), d2_pruning(signed - signed.min(), features, labels, 20))
     with pytest.raises(ValueError, match="hard_cutoff"):
         d2_pruning(scores, features, labels, 20, hard_cutoff=1.0)
+
+
+def test_d2_pruning_covers_its_strata_like_ccs():
+    scores = np.concatenate([np.full(18, 0.1), [0.9, 1.0]])  # two hard samples alone at the top of the range
+    features = np.arange(20, dtype=float)[:, None]
+    selected = d2_pruning(scores, features, np.zeros(20, dtype=int), 6, strata=2)
+    assert selected[[18, 19]].all() and selected.sum() == 6  # the sparse hard stratum is kept whole
+
+

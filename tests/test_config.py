@@ -49,9 +49,11 @@ def test_committed_params_yaml_loads_every_value():
     compare(tree, dumped, "")
 
 
-def test_empty_file_gives_the_defaults(tmp_path):
-    """An empty params file is all defaults (and not an error)."""
-    assert load_params(write(tmp_path, "")) == Params()
+def test_an_empty_mapping_gives_the_defaults_and_an_empty_file_is_refused(tmp_path):
+    """`{}` is all defaults; an empty file is more likely a mistake than a wish for the full default run."""
+    assert load_params(write(tmp_path, "{}")) == Params()
+    with pytest.raises(ParamsError, match="the file is empty"):
+        load_params(write(tmp_path, ""))
 
 
 # --------------------------------------------------------------------------- values that are accepted (refusals: tests/test_bad_input.py)

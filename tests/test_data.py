@@ -272,6 +272,18 @@ def test_image_folder_loads_sorted_classes_and_stable_ids(tmp_path):
     assert again.fingerprint == ds.fingerprint
 
 
+def test_image_folder_skips_hidden_folders_and_scales_16_bit_images(tmp_path):
+    write_image_folder(tmp_path, {"train": {"ant": 2, "bee": 2}, "test": {"ant": 1, "bee": 1}})
+    write_png(tmp_path / "train" / ".ipynb_checkpoints" / "img00.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    deep = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)  # a 16-bit grey ramp
+    Image.fromarray(deep).save(tmp_path / "train" / "bee" / "img99.png")
+
+    ds = load_dataset(params("imagefolder", tmp_path))
+    assert ds.classes == ["ant", "bee"] and len(ds.train) == 5
+    ramp = ds.train.images[-1, 0].numpy()  # sorted last: bee/img99.png
+    assert ramp.min() == 0 and ramp.max() == 255 and len(np.unique(ramp)) > 32  # scaled, not clipped to 0/255
+
+
 # --------------------------------------------------------------------------- stratified subsets
 
 
@@ -355,3 +367,12 @@ def test_fingerprint_changes_with_a_label(tmp_path):
     assert load_dataset(params("fashion-mnist", tmp_path / "a")).fingerprint != load_dataset(params("fashion-mnist", tmp_path / "b")).fingerprint
 
 
+
+
+def test_label_noise_flips_a_stratified_fraction_to_other_classes(fashion_root):
+    clean = load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=1000, test_subset=100))
+    noisy = load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=1000, test_subset=100, label_noise=0.2))
+    changed = clean.train.labels.numpy() != noisy.train.labels.numpy()
+    assert np.array_equal(changed, noisy.noisy_train) and changed.sum() == 200
+    assert list(np.bincount(clean.train.labels.numpy()[changed], minlength=10)) == [20] * 10  # stratified
+    assert np.array_equal(clean.test.labels.numpy(), noisy.test.labels.numpy()) and clean.fingerprint != noisy.fingerprint

@@ -8,6 +8,7 @@ compare bit for bit) serves every test; `reference` is its uninterrupted scores 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def fault_params(folder: Path, fashion_root: Path, **sections) -> Path:
         fashion_root,
         data={"train_subset": 1000, "test_subset": 200},
         features={"extractor": "pixels", "pca_components": 8},
-        scores={"folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
+        scores={"folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting", "label_issue"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
         retrain={"recipe": {"epochs": 1}},
         orchestration={"retries": 1, "retry_delay_seconds": 0, "max_workers": 1, "torch_threads": 1},
     )
@@ -119,11 +120,11 @@ def test_out_of_memory_retries_with_half_the_batch_down_to_the_floor(tmp_path, f
 
 def test_out_of_memory_at_the_floor_gives_up_and_says_so(tmp_path, fashion_root):
     """Every batch size already at the floor: nothing smaller to try, so the error is raised with a note naming it."""
-    from tasks.common import shrinking_on_oom
+    from tasks.common import halved_batches, shrinking_on_oom
 
     params = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 4096}))
-    assert params.with_halved_batches() is None
-    halved = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 50})).with_halved_batches()
+    assert halved_batches(params) is None
+    halved = halved_batches(load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 50})))
     assert (halved.scores.recipe.batch_size, halved.scores.batch_size, halved.features.batch_size) == (64, 512, 256)
 
     def always_oom(_params):
@@ -163,6 +164,39 @@ def test_killed_mid_scores_leaves_no_table_and_the_rerun_trains_only_what_is_mis
     trained = sorted(run.info.run_name.removeprefix("scores/") for run in child_runs(tmp_path, result["run_id"]))
     assert trained == sorted(set(FOLD_MODELS) - set(cached))
     assert pq.read_table(tmp_path / "outputs" / "scores.parquet").equals(pq.read_table(reference))
+
+
+def test_a_truncated_cache_entry_is_trained_again(reference, tmp_path, fashion_root, prefect_api):
+    """A cached scoring-model record cut short (a full disk, a copy interrupted): the model is trained again, with a
+    warning, and the table is the reference one; the other cached models are reused."""
+    from flows.prune import stage
+
+    params_file = fault_params(tmp_path, fashion_root)
+    shutil.copytree(reference.parent / "cache", tmp_path / "outputs" / "cache")
+    damaged = next((tmp_path / "outputs" / "cache" / "scores").glob("*/unseen_r0_f1.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    result = stage(name="scores", params_file=str(params_file))
+    assert [run.info.run_name for run in child_runs(tmp_path, result["run_id"])] == ["scores/unseen_r0_f1"]
+    assert pq.read_table(tmp_path / "outputs" / "scores.parquet").equals(pq.read_table(reference))
+
+
+def test_runs_abandoned_by_a_killed_process_are_marked_killed_by_the_next_run(tmp_path):
+    """A parent run (and its child) left RUNNING by a process that no longer exists becomes KILLED when the next run
+    opens its parent run; a run of a live process is left alone."""
+    import socket
+
+    from tasks.tracking import mark_abandoned_runs_killed
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("abandoned")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    owner = {"unseen.host": socket.gethostname()}
+    dead = client.create_run(experiment, tags={**owner, "unseen.pid": str(gone.pid)}).info.run_id
+    child = client.create_run(experiment, tags={"mlflow.parentRunId": dead}).info.run_id
+    alive = client.create_run(experiment, tags={**owner, "unseen.pid": str(os.getpid())}).info.run_id
+    assert sorted(mark_abandoned_runs_killed(client, experiment)) == sorted([dead, child])
+    assert [client.get_run(r).info.status for r in (dead, child, alive)] == ["KILLED", "KILLED", "RUNNING"]
 
 
 def test_unreachable_tracking_store_stops_a_scheduled_run_before_any_work(tmp_path, fashion_root, prefect_api):

@@ -57,3 +57,16 @@ def test_pretrained_weights_that_cannot_be_had_give_a_clear_error(tmp_path, monk
 def test_unknown_torchvision_model_lists_the_valid_ones():
     with pytest.raises(FeatureError, match="unknown torchvision model 'no_such_net'.*resnet18"):
         load_pretrained("no_such_net")
+
+
+def test_missing_pretrained_weights_are_refused_before_any_run(tmp_path, monkeypatch):
+    """The preflight loads the weights: without them a run stops in one line, before any training or MLflow run."""
+    from unseen.checks import check_params
+    from unseen.config import ParamsError, Params
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("no network")))
+    params = Params(outputs=str(tmp_path / "outputs"), features=FeaturesParams(extractor="pretrained:resnet18"))
+    with pytest.raises(ParamsError, match=r"pretrained:resnet18: cannot get the weights"):
+        check_params(params)
+    assert not (tmp_path / "outputs").exists()

@@ -9,7 +9,7 @@ import torch
 
 from unseen.config import DataParams, ScoresParams, TrainRecipe
 from unseen.data import load_dataset
-from unseen.scores import SCORES, ModelRecord, ScoringModel, combine_records, difficulty, resolve_score, scoring_models, stratified_folds, train_scoring_model
+from unseen.scores import SCORES, ModelRecord, ScoreError, ScoringModel, combine_records, difficulty, register_score, resolve_score, scoring_models, stratified_folds, train_scoring_model
 from unseen.scores.functions import aum, el2n, entropy, forgetting, grand, loss, margin
 
 # two samples, two epochs, three classes; labels 0 and 2
@@ -113,6 +113,22 @@ def test_a_registered_function_by_import_path_is_scored():
         resolve_score("nope")
 
 
+def test_a_score_that_returns_nan_is_refused_by_name_and_sample_and_not_retried():
+    from prefect.states import Failed
+
+    from tasks.common import _retry_unless_input_error
+
+    def broken(probs_per_epoch, logits_per_epoch, labels):
+        return np.where(labels == 1, np.nan, 0.0)
+
+    register_score("broken", broken)
+    records = [_record(ScoringModel("unseen", 0, 0), [1, 2], [0, 1], [[3.0, 0.0], [0.0, 0.0]], [False, False])]
+    with pytest.raises(ScoreError, match=r"score 'broken' returned 1 NaN or inf values on unseen_r0_f0, first at sample_id 2") as info:
+        combine_records(records, ["broken"], np.array([1, 2]), np.array([0, 1]))
+    assert not _retry_unless_input_error(None, None, Failed(data=info.value))  # a retry cannot mend the function
+    assert _retry_unless_input_error(None, None, Failed(data=ConnectionResetError("transient")))
+
+
 @pytest.fixture(scope="module")
 def small_dataset(fashion_root):
     return load_dataset(DataParams(root=str(fashion_root), download=False, train_subset=600, test_subset=100))
@@ -148,3 +164,17 @@ def test_scoring_is_deterministic_for_a_seed(small_dataset):
     c = train_scoring_model(small_dataset, model, params, seed=6, device=torch.device("cpu"))
     np.testing.assert_array_equal(a.logits, b.logits)
     assert not np.allclose(a.logits, c.logits)
+
+
+def test_label_issue_flags_flipped_labels_from_out_of_sample_probabilities():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 5, 1000)
+    flipped = rng.random(1000) < 0.2
+    labels = np.where(flipped, (true + rng.integers(1, 5, 1000)) % 5, true)
+    logits = 3.0 * np.eye(5)[true] + rng.normal(size=(1000, 5))  # a model that learned the true classes
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True))[None]
+    flags = resolve_score("label_issue")(probs, logits[None], labels, np.ones((1, 1000)))
+    assert set(np.unique(flags)) == {0.0, 1.0}
+    assert flags[flipped].mean() > 0.8 and flags[~flipped].mean() < 0.1
+    memorized = (np.exp(5.0 * np.eye(5)[labels]) / np.exp(5.0 * np.eye(5)[labels]).sum(1, keepdims=True))[None]
+    assert resolve_score("label_issue")(memorized, memorized, labels, np.ones((1, 1000))).sum() == 0  # a seen model fits the flips

@@ -182,3 +182,24 @@ def test_step_budgets_equal_and_geometric():
     assert step_budgets(300, 3, "equal") == [100, 200, 300]
     assert step_budgets(700, 3, "geometric") == [100, 300, 700]
     assert step_budgets(50, 1) == [50]
+
+
+def test_flagged_label_issues_are_never_kept_while_budgets_hold():
+    scores, features, labels = _toy(n=600)
+    flagged = np.zeros(600, dtype=bool)
+    flagged[::7] = True
+    coreset = select_coreset(scores, features, labels, 300, flagged=flagged)
+    assert coreset.selected.sum() == 300 and not (coreset.selected & flagged).any()
+    assert (coreset.cut_as_hardest == flagged).all()  # reported as cut in coreset.parquet
+    # a class that cannot fill its budget without them keeps the easiest flagged ones it needs
+    tight = select_coreset(scores, features, labels, 590, flagged=flagged)
+    assert tight.selected.sum() == 590 and (tight.selected & flagged).sum() == 590 - (~flagged).sum()
+
+
+def test_coverage_strata_spread_each_region_over_the_difficulty_range():
+    scores, features, labels = _toy(n=2000, classes=2)
+    plain = select_coreset(scores, features, labels, 400, objective=UnseenObjective(regions_per_class=2, adaptive=False, coverage_strata=0))
+    covered = select_coreset(scores, features, labels, 400, objective=UnseenObjective(regions_per_class=2, adaptive=False, coverage_strata=5))
+    assert covered.selected.sum() == 400 and list(np.bincount(labels[covered.selected])) == list(np.bincount(labels[plain.selected]))
+    top = scores >= np.quantile(scores, 0.95)  # the sparse hard end of the range: CCS's allocation keeps more of it
+    assert (covered.selected & top).sum() > (plain.selected & top).sum()

@@ -44,3 +44,15 @@ def test_positions_of_finds_ids_and_names_a_missing_one():
     assert list(positions_of(np.array([5, 3, 9]), np.array([9, 5]), "x")) == [2, 0]
     with pytest.raises(TableError, match="first 4"):
         positions_of(np.array([5, 3, 9]), np.array([3, 4]), "features")
+
+
+def test_written_tables_follow_the_umask_not_the_temporary_files_mode(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        path = write_table(SCORES, {"sample_id": np.arange(3), "label": np.zeros(3), "folds": np.zeros((3, 1))}, tmp_path / "s.parquet",
+                           params_hash="p", data_fingerprint="d")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp's 0600 would hide the table from the team's other users

@@ -7,20 +7,30 @@ any work or write, so a bad input is refused up front with the same message the 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
 from unseen.budgets import budget_for, class_budgets
 from unseen.config import ParamsError, Params
 from unseen.data import ImageDataset
-from unseen.features import FeatureError, pretrained_weights
-from unseen.scores import resolve_score
+from unseen.features import FeatureError, load_pretrained
+from unseen.scores import label_issue_flags, resolve_score
 from unseen.selection import METHODS
 from unseen.tables import CORESET, FEATURES, SCORES, TableError, finite_or_raise, list_column, read_table, same_ids_or_raise
 
 
 def check_params(params: Params) -> None:
-    """Refuse names that nothing is registered under: a score, a selection method, a pretrained model."""
+    """Refuse names that nothing is registered under (a score, a selection method, a pretrained model) and an outputs
+    folder that cannot be written."""
+    outputs = Path(params.outputs).expanduser().absolute()
+    if outputs.exists() and not outputs.is_dir():
+        raise ParamsError(f"outputs={params.outputs}: {outputs} is a file, not a folder; point outputs at a folder")
+    existing = next(folder for folder in (outputs, *outputs.parents) if folder.exists())
+    if not os.access(existing, os.W_OK):
+        raise ParamsError(f"outputs={params.outputs}: {existing} is not writable (read-only or not yours); point outputs at a writable folder")
     for entry in params.scores.scores:
         try:
             resolve_score(entry)
@@ -29,8 +39,8 @@ def check_params(params: Params) -> None:
     if params.select.method not in METHODS:
         raise ParamsError(f"select.method: unknown method {params.select.method!r}; use one of: {', '.join(METHODS)}")
     if params.features.extractor.startswith("pretrained:"):
-        try:
-            pretrained_weights(params.features.extractor.removeprefix("pretrained:"))
+        try:  # the weights themselves, from torch's cache or a download: refused now, not inside the features task
+            load_pretrained(params.features.extractor.removeprefix("pretrained:"))
         except FeatureError as exc:
             raise ParamsError(str(exc)) from None
 
@@ -61,6 +71,19 @@ def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.
     return ids, table.column("label").to_numpy().astype(np.int64), values
 
 
+def label_issues_input(params: Params, dataset: ImageDataset) -> np.ndarray | None:
+    """With `select.hard_cutoff: auto`: the samples that `label_issue` of select.score's variant flags, in
+    train-split order; None otherwise."""
+    if params.select.hard_cutoff != "auto":
+        return None
+    path = params.output("scores.parquet")
+    table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))
+    column = f"label_issue_{params.select.score.rpartition('_')[2]}"
+    if column not in table.column_names:
+        raise TableError(f"{path}: no column {column!r}; add label_issue to scores.scores and {SCORES.rerun}")
+    return label_issue_flags({column: table.column(column).to_numpy()}, params.select.score)
+
+
 def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:
     """coreset.parquet, holding every train sample once."""
     path = params.output("coreset.parquet")
@@ -76,6 +99,10 @@ def check_fits_data(params: Params, dataset: ImageDataset) -> None:
     """Refuse params that cannot work on this data: a coreset smaller than the class count, or more folds than the
     smallest class has samples."""
     labels = dataset.train.labels.numpy()
+    present = np.flatnonzero(np.bincount(labels, minlength=dataset.num_classes))
+    if len(present) < 2:
+        names = ", ".join(repr(dataset.classes[c]) for c in present)
+        raise ParamsError(f"{params.data.name}: the train split holds one class ({names}); pruning by difficulty needs at least two classes")
     budget = budget_for(len(labels), params.select.prune_ratio)
     try:
         class_budgets(labels, budget, dataset.num_classes)
@@ -87,9 +114,10 @@ def check_fits_data(params: Params, dataset: ImageDataset) -> None:
     counts = np.bincount(labels, minlength=dataset.num_classes)
     smallest = int(counts.argmin())
     if params.scores.folds > counts[smallest]:
+        fix = f"use at most {counts[smallest]} folds" if counts[smallest] >= 2 else "give every class at least 2 train samples"
         raise ParamsError(
             f"scores.folds={params.scores.folds}: class {dataset.classes[smallest]!r} has only {counts[smallest]} train samples, "
-            f"so some fold would hold none of it; use at most {counts[smallest]} folds"
+            f"so some fold would hold none of it; {fix}"
         )
 
 

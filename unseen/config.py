@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,12 +27,16 @@ DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
 MODELS = ("small_cnn", "mlp", "resnet18")
 
 
-class ParamsError(ValueError):
+class InputError(ValueError):
+    """Unusable input (params, data, a table, a score function): the message names it and the fix; never retried."""
+
+
+class ParamsError(InputError):
     """A params file or override that cannot be used; the message names the key and the fix."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrainRecipe(_Section):
@@ -55,6 +59,7 @@ class DataParams(_Section):
     verify_checksums: bool = True
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
+    label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of train labels flipped to another class (benchmarks)
 
 
 class FeaturesParams(_Section):
@@ -75,7 +80,7 @@ class ScoresParams(_Section):
     folds: int = Field(2, ge=2)
     repeats: int = Field(1, ge=1)
     seen: bool = True
-    scores: tuple[str, ...] = ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum")
+    scores: tuple[str, ...] = ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum", "label_issue")
     recipe: TrainRecipe = TrainRecipe(epochs=10)
     score_epochs: tuple[int, int] = (6, 10)
     batch_size: int = Field(1024, ge=1)
@@ -108,8 +113,8 @@ class ScoresParams(_Section):
 class SelectParams(_Section):
     method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
-    score: str = Field("el2n_unseen", pattern=r"^[a-z][a-z0-9_]*_(unseen|seen)$")
-    hard_cutoff: float = Field(0.0, ge=0, lt=1)
+    score: str = "el2n_unseen"
+    hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
@@ -118,10 +123,18 @@ class SelectParams(_Section):
     difficulty_power: float = Field(1.0, ge=0)
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(256, ge=8)
+    coverage_strata: int = Field(5, ge=0)
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(1, ge=1)
     step_schedule: Literal["equal", "geometric"] = "equal"
     score_bins: int = Field(50, ge=1)
+
+    @field_validator("score")
+    @classmethod
+    def _score_column(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*_(unseen|seen)", value):
+            raise ValueError(f"{value!r} is not a score column; use <score>_unseen or <score>_seen, e.g. el2n_unseen")
+        return value
 
     @property
     def score_name(self) -> str:
@@ -140,21 +153,13 @@ class DaskParams(_Section):
     address: str | None = None
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
-    resources: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # e.g. {GPU: 1}
 
     @field_validator("address")
     @classmethod
     def _scheduler_address(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z]+://\S+|[^\s/]+:\d+", value):
             raise ValueError(f"{value!r} is not a scheduler address; use e.g. tcp://10.0.0.5:8786 (null starts a local cluster)")
-        return value
-
-    @field_validator("resources")
-    @classmethod
-    def _positive_resources(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, amount in value.items():
-            if amount <= 0:
-                raise ValueError(f"resource {name!r} must be > 0, e.g. {{GPU: 1}}")
         return value
 
     def __hash__(self) -> int:  # frozen sections stay hashable despite the mapping
@@ -178,7 +183,7 @@ class TrackingParams(_Section):
 
 
 class Params(_Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=4_000_000)  # fold and model seeds derive from seed * 1000 and must stay below 2**32
     outputs: str = "outputs"
     data: DataParams = DataParams()
     features: FeaturesParams = FeaturesParams()
@@ -195,6 +200,11 @@ class Params(_Section):
             raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scores.scores {list(self.scores.score_names)}")
         if variant == "seen" and not self.scores.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
+        if self.select.hard_cutoff == "auto" and "label_issue" not in self.scores.score_names:
+            raise ValueError(
+                "select.hard_cutoff 'auto' cuts the samples that label_issue flags: add label_issue to scores.scores, "
+                "or set select.hard_cutoff to a fraction (0 cuts nothing)"
+            )
         if self.select.steps > 1 and self.select.method != "unseen":
             raise ValueError(f"select.steps={self.select.steps} (multi-step) needs select.method: unseen")
         return self
@@ -202,22 +212,6 @@ class Params(_Section):
     def output(self, *parts: str) -> Path:
         """A path under the outputs folder."""
         return Path(self.outputs, *parts)
-
-    def with_halved_batches(self) -> "Params | None":
-        """Every training and inference batch size halved, none below `orchestration.min_batch_size`: the retry after
-        an out-of-memory error. None when all of them are already at the floor (nothing smaller to try)."""
-        floor = self.orchestration.min_batch_size
-        tree = self.model_dump()
-        recipes = [tree["features"]["proxy"], tree["scores"]["recipe"], tree["retrain"]["recipe"]]
-        fields = [(r, "batch_size") for r in recipes] + [
-            (tree["features"], "batch_size"), (tree["scores"], "batch_size"), (tree["retrain"], "batch_size_eval")
-        ]
-        changed = False
-        for section, key in fields:
-            smaller = max(floor, section[key] // 2)
-            changed |= smaller < section[key]
-            section[key] = min(section[key], smaller)
-        return type(self).model_validate(tree) if changed else None
 
     def section_hash(self, *sections: str) -> str:
         """Short hash of the named top-level sections: what an output depends on."""
@@ -255,15 +249,30 @@ def format_validation_error(source: str, error: ValidationError, what: str = "pa
     return "\n".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [(self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1) for key_node, _ in node.value]
+        for index, (key, line) in enumerate(keys):
+            if key in [k for k, _ in keys[:index]]:
+                raise ParamsError(f"line {line}: key {key!r} is given twice; keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping, or a ParamsError naming the file (`hint`: what to pass instead)."""
+    """A YAML file whose top level is a non-empty mapping, or a ParamsError naming the file (`hint`: what to pass instead)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: {what} file not found; {hint}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    if tree is None:
+        raise ParamsError(f"{path}: the file is empty; write the sections to change (an empty mapping {{}} keeps every default)")
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: the top level must be a mapping of sections")
     return tree
@@ -284,5 +293,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         key, sep, raw = override.partition("=")
         if not sep or not key:
             raise ParamsError(f"--set {override!r}: expected KEY=VALUE, e.g. --set select.prune_ratio=0.7")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {override!r}: the value is not valid YAML ({' '.join(str(exc).split())}); quote it or fix it") from None
     return validate_params(tree, str(path))

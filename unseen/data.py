@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import datasets
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from unseen.config import DataParams
+from unseen.config import DataParams, InputError
 from unseen.io import atomic_path
 from unseen.budgets import class_budgets, random_subset
 
@@ -26,7 +28,7 @@ FASHION_MNIST_FILES = (
 )
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Data that cannot be loaded; the message names the file or folder and what to do."""
 
 
@@ -53,6 +55,7 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     fingerprint: str
+    noisy_train: np.ndarray | None = None  # bool per train sample: its label was flipped by `data.label_noise`
 
     @property
     def num_classes(self) -> int:
@@ -142,6 +145,26 @@ def _load_torchvision(params: DataParams, root: Path) -> tuple[list[str], Split,
     return list(dataset.classes), splits[0], splits[1]
 
 
+class _VisibleImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder, with hidden folders (.ipynb_checkpoints, .cache, ...) never taken for classes."""
+
+    def find_classes(self, directory):
+        classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+def _open_image(path: str) -> Image.Image:
+    """An image as 8-bit RGB; 16- and 32-bit grey levels are scaled to 8 bits, not clipped to black and white."""
+    with Image.open(path) as image:
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            levels = np.asarray(image, dtype=np.int64)
+            top = 65535 if image.mode.startswith("I;16") or levels.max() > 255 else 255
+            image = Image.fromarray((levels * 255 // top).clip(0, 255).astype(np.uint8))
+        return image.convert("RGB")
+
+
 def _load_image_folder(params: DataParams, root: Path) -> tuple[list[str], Split, Split]:
     splits, classes = [], None
     for part in ("train", "test"):
@@ -149,7 +172,7 @@ def _load_image_folder(params: DataParams, root: Path) -> tuple[list[str], Split
         if not folder.is_dir():
             raise DataError(f"imagefolder: {folder} does not exist; the tree needs train/<class>/* and test/<class>/*")
         try:
-            dataset = datasets.ImageFolder(str(folder))
+            dataset = _VisibleImageFolder(str(folder), loader=_open_image)
         except (FileNotFoundError, RuntimeError) as exc:  # no class folders, or a class folder without images
             raise DataError(f"imagefolder: {folder}: {exc}; every class folder needs images (remove empty ones from train/ and test/)") from None
         if classes is not None and dataset.classes != classes:
@@ -185,6 +208,17 @@ def _subset(split: Split, size: int | None, seed: int, setting: str, num_classes
     return split.take(np.flatnonzero(random_subset(labels, per_class, seed)))
 
 
+def flip_labels(split: Split, fraction: float, num_classes: int, seed: int) -> tuple[Split, np.ndarray]:
+    """Symmetric label noise: a stratified random `fraction` of the samples gets a label drawn uniformly from the other
+    classes. Returns the noisy split and which samples were flipped (to measure how well a score finds them)."""
+    labels = split.labels.numpy()
+    rng = np.random.default_rng([seed, 0x4E015E])
+    flipped = random_subset(labels, class_budgets(labels, max(1, round(fraction * len(labels))), num_classes), rng.integers(2**32))
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, num_classes, size=int(flipped.sum()))) % num_classes
+    return Split(split.images, torch.as_tensor(noisy, dtype=torch.long), split.sample_ids), flipped
+
+
 def _fingerprint(name: str, classes: list[str], train: Split, test: Split) -> str:
     digest = hashlib.sha256(name.encode())
     digest.update("\n".join(classes).encode())
@@ -195,8 +229,11 @@ def _fingerprint(name: str, classes: list[str], train: Split, test: Split) -> st
 
 
 def load_dataset(params: DataParams, seed: int = 0) -> ImageDataset:
-    """Load the data set named in params, with optional stratified subsets for quick runs."""
+    """Load the data set named in params, with optional stratified subsets for quick runs and optional symmetric
+    label noise on the train split (benchmarks of noise robustness; the test split stays clean)."""
     root = Path(params.root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.root={params.root}: {root} is a file, not a folder; point data.root at the data set's folder")
     loader = _load_image_folder if params.name == "imagefolder" else _load_torchvision
     classes, train, test = loader(params, root)
     for part, split in (("train", train), ("test", test)):
@@ -207,7 +244,10 @@ def load_dataset(params: DataParams, seed: int = 0) -> ImageDataset:
             )
     train = _subset(train, params.train_subset, seed, "train_subset", len(classes))
     test = _subset(test, params.test_subset, seed, "test_subset", len(classes))
+    noisy = None
+    if params.label_noise > 0:
+        train, noisy = flip_labels(train, params.label_noise, len(classes), seed)
     pixels = train.images.float() / 255.0
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return ImageDataset(params.name, classes, train, test, mean, std, _fingerprint(params.name, classes, train, test))
+    return ImageDataset(params.name, classes, train, test, mean, std, _fingerprint(params.name, classes, train, test), noisy)

@@ -10,12 +10,12 @@ from sklearn.decomposition import PCA
 from torch import nn
 from torchvision import models as tv_models
 
-from unseen.config import FeaturesParams
+from unseen.config import FeaturesParams, InputError
 from unseen.data import ImageDataset
 from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
 
 
-class FeatureError(RuntimeError):
+class FeatureError(InputError):
     """A feature extractor that cannot be built here; the message says how to make it available."""
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from unseen.config import InputError
 from unseen.io import atomic_path
 
 SCHEMA_VERSION = "1"
 
 
-class TableError(ValueError):
+class TableError(InputError):
     """A table that cannot be used as input; the message names the file and the mismatch."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,24 @@ import torch.nn.functional as F
 from unseen.config import TrainRecipe
 from unseen.data import ImageDataset, Split
 from unseen.models import Classifier, build_model
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised inside training and inference once `request_stop()` was called (Ctrl-C, SIGTERM): the model is abandoned
+    at the next batch, in every thread of the process, so a stopped run ends in seconds, not when its epochs are done."""
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask every training and inference loop of this process to stop at its next batch."""
+    _STOP.set()
+
+
+def check_stop() -> None:
+    if _STOP.is_set():
+        raise Stopped("stop requested")
 
 
 def pick_device() -> torch.device:
@@ -89,6 +108,7 @@ def train_model(
         started, loss_sum, correct = time.perf_counter(), torch.zeros((), device=device), torch.zeros((), device=device)
         order = torch.randperm(len(split), generator=generator).to(device)
         for step in range(steps_per_epoch):
+            check_stop()
             batch = order[step * batch_size : (step + 1) * batch_size]
             x = images[batch]
             if recipe.augment == "crop_flip":
@@ -123,6 +143,7 @@ def predict(
     model.eval()
     logits, embeddings = [], []
     for start in range(0, len(images), batch_size):
+        check_stop()
         x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
         with _autocast(device):
             embedding = model.embed(x)

@@ -5,7 +5,7 @@
 `save_record`, `combine_records`) one model at a time.
 """
 
-from unseen.scores.functions import SCORES, ScoreSpec, difficulty, register_score, resolve_score
+from unseen.scores.functions import SCORES, ScoreError, ScoreSpec, difficulty, label_issue_flags, register_score, resolve_score
 from unseen.scores.records import (
     ModelRecord,
     ScoringModel,
@@ -24,12 +24,14 @@ from unseen.scores.table import ScoreTable, combine_records, unseen_scores
 __all__ = [
     "SCORES",
     "ModelRecord",
+    "ScoreError",
     "ScoreSpec",
     "ScoreTable",
     "ScoringModel",
     "combine_records",
     "compare_seen_unseen",
     "difficulty",
+    "label_issue_flags",
     "load_record",
     "register_score",
     "resolve_score",

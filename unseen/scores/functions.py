@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unseen.config import InputError
+
 ScoreFn = Callable[..., np.ndarray]
+
+
+class ScoreError(InputError):
+    """A score that cannot be used (not finite, wrong shape); the message names the score and the sample."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class ScoreSpec:
         extra = {"embedding_norms": embedding_norms} if self.wants_embedding_norms else {}
         values = np.asarray(self.fn(probs, logits, labels, **extra), dtype=np.float64)
         if values.shape != labels.shape:
-            raise ValueError(f"score {self.name!r} returned shape {values.shape}, expected one value per sample {labels.shape}")
+            raise ScoreError(f"score {self.name!r} returned shape {values.shape}, expected one value per sample {labels.shape}")
         return values
 
 
@@ -129,6 +135,22 @@ def forgetting(probs, logits, labels):
     return np.where(correct.any(axis=0), events, float(len(correct)))
 
 
+def label_issue(probs, logits, labels):
+    """1 where confident learning (Northcutt et al. 2021; cleanlab's `find_label_issues`) finds the label likely wrong
+    from the window's mean probabilities, else 0. Out-of-sample probabilities (held-out records) are what it needs;
+    a seen model that fitted its labels flags almost nothing."""
+    from cleanlab.filter import find_label_issues
+
+    mean_probs = probs.mean(axis=0)
+    present = np.bincount(labels, minlength=mean_probs.shape[1]) > 0
+    if present.sum() < 2:
+        return np.zeros(len(labels))
+    columns = np.flatnonzero(present)  # cleanlab wants every class it is given to occur in the labels
+    renumbered = np.searchsorted(columns, labels)
+    restricted = mean_probs[:, columns] / mean_probs[:, columns].sum(axis=1, keepdims=True)
+    return find_label_issues(renumbered, restricted, filter_by="prune_by_noise_rate", n_jobs=1).astype(np.float64)
+
+
 for _fn, _harder, _ref in (
     (el2n, True, "Paul et al. 2021"),
     (grand, True, "Paul et al. 2021"),
@@ -137,8 +159,14 @@ for _fn, _harder, _ref in (
     (margin, False, ""),
     (forgetting, True, "Toneva et al. 2019"),
     (aum, False, "Pleiss et al. 2020"),
+    (label_issue, True, "Northcutt et al. 2021 (cleanlab)"),
 ):
     register_score(_fn.__name__, _fn, higher_is_harder=_harder, reference=_ref)
+
+
+def label_issue_flags(columns: dict[str, np.ndarray], score_column: str) -> np.ndarray:
+    """The samples most repeats flag as label issues, in the variant (held out or seen) of `score_column`."""
+    return columns[f"label_issue_{score_column.rpartition('_')[2]}"] >= 0.5
 
 
 def difficulty(table_column: np.ndarray, column_name: str) -> np.ndarray:

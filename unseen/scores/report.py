@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from unseen.io import atomic_path
 from unseen.scores.records import ModelRecord
@@ -69,10 +70,19 @@ def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str
     return path
 
 
-def scores_report(table: ScoreTable, records: list[ModelRecord], score_names: list[str]) -> dict[str, float]:
-    """scores_report.json: every score's seen and held-out spread and agreement, and the cost of recording the held-out
-    models' outputs as a fraction of their training time."""
+def scores_report(table: ScoreTable, records: list[ModelRecord], score_names: list[str], noisy: np.ndarray | None = None) -> dict[str, float]:
+    """scores_report.json: every score's seen and held-out spread and agreement, how often the models agree with the
+    given labels at the end of the window (seen: on their own training samples), the cost of recording the held-out
+    models' outputs as a fraction of their training time and, when the labels were flipped on purpose (`noisy`), how
+    well each score ranks the flipped samples as hardest (ROC AUC)."""
     report = compare_seen_unseen(table.oriented(), score_names)
+    if noisy is not None and 0 < noisy.sum() < len(noisy):
+        report.update({f"{name}_noise_auc": float(roc_auc_score(noisy, values)) for name, values in table.oriented().items()})
+    for kind in ("unseen", "seen"):  # seen: how well the models fit their own (possibly wrong) labels
+        mine = [r for r in records if r.model.kind == kind]
+        if mine:
+            correct = sum(int((r.logits[-1].argmax(axis=-1) == r.labels).sum()) for r in mine)
+            report[f"{kind}_label_accuracy"] = correct / sum(len(r.labels) for r in mine)
     unseen = [r for r in records if r.model.kind == "unseen"]
     report["recording_overhead_unseen"] = sum(r.record_seconds for r in unseen) / max(sum(r.train_seconds for r in unseen), 1e-9)
     return {key: round(value, 6) for key, value in report.items()}

@@ -9,7 +9,7 @@ import torch
 
 from unseen.config import ScoresParams
 from unseen.data import ImageDataset
-from unseen.scores.functions import difficulty, resolve_score
+from unseen.scores.functions import ScoreError, difficulty, label_issue_flags, resolve_score
 from unseen.scores.records import ModelRecord, scoring_models, train_scoring_model
 from unseen.training import EpochCallback
 
@@ -26,6 +26,10 @@ class ScoreTable:
     def difficulty(self, column: str) -> np.ndarray:
         """One score column oriented so that higher = harder, whatever the score's own direction."""
         return difficulty(self.columns[column], column)
+
+    def label_issues(self, column: str) -> np.ndarray:
+        """The samples flagged as label issues in `column`'s variant: what `select.hard_cutoff: auto` cuts."""
+        return label_issue_flags(self.columns, column)
 
     def oriented(self) -> dict[str, np.ndarray]:
         """Every mean column (not the `_std` ones), oriented so that higher = harder."""
@@ -48,7 +52,14 @@ def combine_records(records: list[ModelRecord], scores: list[str], train_sample_
             folds[where, record.model.repeat] = record.model.fold
         probs = record.probs
         for spec in specs:
-            per_repeat[(spec.name, record.model.kind)][record.model.repeat, where] = spec(probs, record.logits, record.labels, record.embedding_norms)
+            values = spec(probs, record.logits, record.labels, record.embedding_norms)
+            if not np.isfinite(values).all():
+                first = int(record.sample_ids[np.flatnonzero(~np.isfinite(values))[0]])
+                raise ScoreError(
+                    f"score {spec.name!r} returned {int((~np.isfinite(values)).sum())} NaN or inf values on {record.model.name}, first at "
+                    f"sample_id {first}; fix the score function or remove it from scores.scores"
+                )
+            per_repeat[(spec.name, record.model.kind)][record.model.repeat, where] = values
     table = ScoreTable(train_sample_ids, train_labels, folds)
     for (name, kind), values in per_repeat.items():
         if np.isnan(values).all():

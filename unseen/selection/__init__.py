@@ -17,7 +17,7 @@ from unseen.selection.baselines import BASELINES, CLASS_BALANCED
 from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import mmd, standardize
 from unseen.selection.multistep import StepScorer, select_multistep, select_step, step_budgets, step_difficulty
-from unseen.selection.objective import UnseenObjective, select_coreset
+from unseen.selection.objective import UnseenObjective, cut_flags, select_coreset
 from unseen.selection.report import selection_report
 
 METHODS = ("unseen", *BASELINES)
@@ -32,6 +32,7 @@ __all__ = [
     "UnseenObjective",
     "mmd",
     "random_baseline",
+    "cut_flags",
     "select",
     "select_coreset",
     "select_multistep",
@@ -50,22 +51,27 @@ def select(
     *,
     num_classes: int,
     pool_features: np.ndarray | None = None,
+    flagged: np.ndarray | None = None,
     seed: int = 0,
 ) -> Coreset:
     """The single-step coreset of `params.method` at `params.prune_ratio`.
 
     difficulty: (N,) the `params.score` column oriented higher = harder. features: (N, D) embeddings; baselines see
     them standardized per dimension. pool_features: unlabeled features for `target_pool: test` (UNSEEN only).
+    flagged: (N,) bool, likely label errors (the `label_issue` score), never kept when `params.hard_cutoff` is "auto".
     """
     budget = budget_for(len(labels), params.prune_ratio)
+    flagged = cut_flags(params, flagged)
     if params.method == "unseen":
         objective = UnseenObjective.from_params(params)
-        return select_coreset(difficulty, features, labels, budget, objective=objective, pool_features=pool_features, num_classes=num_classes, seed=seed)
+        return select_coreset(
+            difficulty, features, labels, budget, objective=objective, pool_features=pool_features, flagged=flagged, num_classes=num_classes, seed=seed
+        )
     if params.method not in BASELINES:
         raise ValueError(f"select.method: unknown method {params.method!r}; use one of: {', '.join(METHODS)}")
     mean, std = standardize(features)
     method = BASELINES[params.method]
-    options = {"hard_cutoff": params.hard_cutoff, "bins": params.score_bins}
+    options = {"hard_cutoff": UnseenObjective.from_params(params).hard_cutoff, "bins": params.score_bins, "flagged": flagged}
     accepted = {key: value for key, value in options.items() if key in inspect.signature(method).parameters}
     return Coreset.from_mask(method(difficulty, (features - mean) / std, labels, budget, seed=seed, **accepted), labels)
 

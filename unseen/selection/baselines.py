@@ -87,13 +87,15 @@ def topk_easiest(scores: np.ndarray, features: np.ndarray, labels: np.ndarray, b
 
 
 def ccs(
-    scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, hard_cutoff: float = 0.1, bins: int = 50, seed: int = 0
+    scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, hard_cutoff: float = 0.1, bins: int = 50,
+    flagged: np.ndarray | None = None, seed: int = 0,
 ) -> np.ndarray:
     """Coverage-centric Coreset Selection: cover the score range evenly instead of keeping one end of it.
 
     Zheng et al., ICLR 2023, "Coverage-centric Coreset Selection for High Pruning Rates".
     1. Never keep the hardest `hard_cutoff` fraction (the paper's beta: likely mislabeled or ambiguous samples);
        the cut is shortened if it would leave fewer than `budget` samples. Ties: the lower index counts as harder.
+       `flagged` samples (likely label errors, e.g. `label_issue`) are never kept either, within the same limit.
     2. Split the remaining samples' score range [min, max] into `bins` equal-width strata ([lo, hi) each; the
        maximum falls in the last one).
     3. Allocate the budget with `stratified_quotas`: smallest strata first, each takes at most an equal share of
@@ -108,7 +110,7 @@ def ccs(
     check_fraction("hard_cutoff", hard_cutoff)
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
-    eligible = ~hardest_cut(scores, hard_cutoff, budget)
+    eligible = ~hardest_cut(scores, hard_cutoff, budget, flagged)
     values = scores[eligible]
     edges = np.linspace(values.min(), values.max(), bins + 1)
     stratum = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
@@ -124,33 +126,47 @@ def ccs(
 # --------------------------------------------------------------------------------------------------- geometry
 
 
-def moderate_ds(
-    scores: np.ndarray,
-    features: np.ndarray,
-    labels: np.ndarray,
-    budget: int,
-    *,
-    center: Literal["mean", "median"] = "mean",
-    seed: int = 0,
-) -> np.ndarray:
-    """Moderate-DS: keep the samples of moderate difficulty, measured as distance to their class centre.
-
-    Xia et al., ICLR 2023, "Moderate Coreset: A Universal Method of Data Selection for Real-world Data-efficient
-    Deep Learning". Per class, each sample's score is the Euclidean distance of its feature to the class centre;
-    the samples whose distance is closest to the class's median distance are kept (|d - median(d)| smallest), so
-    both the nearest (easiest) and the farthest (hardest, often noisy) samples are dropped.
-    center: "mean" (class mean of the features) or "median" (coordinate-wise median, as in the authors' code).
-    Returns (N,) bool, class-balanced. Scores and seed are ignored; ties go to the lower index. O(N D) time.
-    """
-    _, features, labels, _, budgets = prepare(scores, features, labels, budget)
+def _distance_to_class_centre(features: np.ndarray, labels: np.ndarray, budgets: np.ndarray, center: str) -> np.ndarray:
+    """Each sample's Euclidean distance to its class centre: the class mean, or the coordinate-wise median."""
     if center not in ("mean", "median"):
         raise ValueError(f"center must be 'mean' or 'median', got {center!r}")
-    deviation = np.zeros(len(labels))
-    for members, _ in per_class(labels, budgets):
+    distance = np.zeros(len(labels))
+    for members, _ in per_class(labels, np.bincount(labels, minlength=len(budgets))):
         x = features[members].astype(np.float64)
         centre = x.mean(axis=0) if center == "mean" else np.median(x, axis=0)
-        distance = np.linalg.norm(x - centre, axis=1)
-        deviation[members] = np.abs(distance - np.median(distance))
+        distance[members] = np.linalg.norm(x - centre, axis=1)
+    return distance
+
+
+def moderate_ds(scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, seed: int = 0) -> np.ndarray:
+    """Moderate-DS as its authors define it: keep the samples of moderate distance to their class centre.
+
+    Xia et al., ICLR 2023, "Moderate Coreset: A Universal Method of Data Selection for Real-world Data-efficient
+    Deep Learning". Each sample's score is the Euclidean distance of its feature to its class's coordinate-wise median
+    feature; all distances are ranked together (one ranking over the data set, as in the authors' code) and the
+    `budget` samples in the band centred on the median rank are kept, so the nearest (easiest) and the farthest
+    (hardest, often noisy) samples are dropped. Not class-balanced. Scores and seed are ignored; ties go to the lower
+    index. O(N D) time.
+    """
+    _, features, labels, budget, budgets = prepare(scores, features, labels, budget)
+    order = np.lexsort((np.arange(len(labels)), _distance_to_class_centre(features, labels, budgets, "median")))
+    start = int(round(len(labels) * (0.5 - budget / len(labels) / 2)))
+    selected = np.zeros(len(labels), dtype=bool)
+    selected[order[start : start + budget]] = True
+    return selected
+
+
+def moderate_ds_class_balanced(
+    scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, center: Literal["mean", "median"] = "mean", seed: int = 0
+) -> np.ndarray:
+    """Moderate-DS per class: in each class, the samples whose distance to the class centre is closest to the class's
+    median distance (|d - median(d)| smallest), with class-balanced budgets. Scores and seed are ignored; ties go to
+    the lower index."""
+    _, features, labels, _, budgets = prepare(scores, features, labels, budget)
+    distance = _distance_to_class_centre(features, labels, budgets, center)
+    deviation = np.zeros(len(labels))
+    for members, _ in per_class(labels, budgets):
+        deviation[members] = np.abs(distance[members] - np.median(distance[members]))
     return rank_within_class(labels, deviation) < budgets[labels]
 
 
@@ -163,11 +179,12 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "topk_easiest": topk_easiest,
     "ccs": ccs,
     "moderate_ds": moderate_ds,
+    "moderate_ds_class_balanced": moderate_ds_class_balanced,
     "kcenter_greedy": kcenter_greedy,
     "herding": herding,
     "d2_pruning": d2_pruning,
 }
 """Name -> baseline; every entry is called as fn(scores, features, labels, budget, seed=...) and returns the kept mask."""
 
-CLASS_BALANCED: frozenset[str] = frozenset(BASELINES) - {"random", "ccs"}
+CLASS_BALANCED: frozenset[str] = frozenset(BASELINES) - {"random", "ccs", "moderate_ds"}
 """Baselines whose per-class counts equal `class_budgets(labels, budget, num_classes)`; the others are global."""

@@ -53,12 +53,16 @@ def difficulty_rank(values: np.ndarray) -> np.ndarray:
     return rank_within_class(np.zeros(len(values), dtype=np.int64), values) / (len(values) - 1)
 
 
-def hardest_cut(scores: np.ndarray, fraction: float, keep: int) -> np.ndarray:
-    """(n,) bool: the hardest `fraction` of these samples (ties: lower index counts as harder), never leaving fewer than `keep`."""
+def hardest_cut(scores: np.ndarray, fraction: float, keep: int, flagged: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool, the samples never kept: the hardest `fraction` (ties: lower index counts as harder), then the
+    `flagged` ones (likely label errors), hardest first; never leaving fewer than `keep`."""
     n = len(scores)
+    order = np.lexsort((np.arange(n), -scores))
     n_cut = min(int(fraction * n + 1e-9), n - keep)
     cut = np.zeros(n, dtype=bool)
-    cut[np.lexsort((np.arange(n), -scores))[:n_cut]] = True
+    cut[order[:n_cut]] = True
+    if flagged is not None:
+        cut[order[flagged[order] & ~cut[order]][: n - keep - n_cut]] = True
     return cut
 
 

@@ -10,6 +10,7 @@ import heapq
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from unseen.budgets import stratified_quotas
 from unseen.selection.common import check_fraction, hardest_cut, per_class, prepare
 
 
@@ -80,21 +81,18 @@ def herding(scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget
 
 
 def _knn_graph(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected kNN graph in CSR form: (indptr (n+1,), neighbours, distances / median kNN distance).
+    """Undirected kNN graph in CSR form: (indptr (n+1,), neighbours, Euclidean distances).
 
-    i and j are joined when either is among the other's k nearest (self excluded); distances are divided by the
-    median non-zero kNN distance so that gamma is unitless (1.0 weights a typical edge by exp(-1)).
+    i and j are joined when either is among the other's k nearest (self excluded), as in the authors' graph.
     """
     n = len(x)
     k = min(k, n - 1)
     if k < 1:
         return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
     distance, neighbour = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()  # self excluded, duplicates handled
-    positive = distance[distance > 0]
-    scale = float(np.median(positive)) if positive.size else 1.0
     rows = np.concatenate([np.repeat(np.arange(n), k), neighbour.ravel()])
     cols = np.concatenate([neighbour.ravel(), np.repeat(np.arange(n), k)])
-    dist = np.concatenate([distance.ravel(), distance.ravel()]) / scale
+    dist = np.concatenate([distance.ravel(), distance.ravel()])
     _, first = np.unique(rows * n + cols, return_index=True)  # one edge per ordered pair, sorted by row
     rows, cols, dist = rows[first], cols[first], dist[first]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
@@ -107,12 +105,12 @@ def _forward(scores: np.ndarray, graph, gamma: float) -> np.ndarray:
     return scores + np.bincount(rows, weights=np.exp(-gamma * dist) * scores[cols], minlength=len(scores))
 
 
-def d2_forward_scores(scores: np.ndarray, features: np.ndarray, *, k: int = 10, gamma: float = 1.0) -> np.ndarray:
+def d2_forward_scores(scores: np.ndarray, features: np.ndarray, *, k: int = 5, gamma: float = 1.0) -> np.ndarray:
     """D2 pruning's forward message passing over the given rows (pass one class): (N,) float64 updated scores.
 
     s_i' = s_i + sum over graph neighbours j of exp(-gamma * d_ij) * s_j, on the undirected kNN graph (k nearest,
-    self excluded; an edge when either end is among the other's k nearest) with Euclidean distances divided by
-    their median kNN distance. A hard sample in a dense hard region scores highest.
+    self excluded; an edge when either end is among the other's k nearest) with Euclidean distances. A hard sample
+    in a dense hard region scores highest.
     """
     scores = np.asarray(scores, dtype=np.float64)
     features = np.asarray(features)
@@ -150,37 +148,44 @@ def _reverse_select(scores: np.ndarray, graph, gamma_r: float, keep: int) -> np.
 
 
 def d2_pruning(
-    scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *,
-    k: int = 10, gamma: float = 1.0, gamma_r: float = 1.0, hard_cutoff: float = 0.0, seed: int = 0,
+    scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, k: int = 5, gamma: float = 1.0, gamma_r: float = 0.1,
+    strata: int = 25, hard_cutoff: float = 0.0, flagged: np.ndarray | None = None, seed: int = 0,
 ) -> np.ndarray:
     """D2 pruning: message passing on a kNN graph of the features to balance difficulty and diversity.
 
     Maharana, Yadav & Bansal, ICLR 2024, "D2 Pruning: Message Passing for Balancing Diversity and Difficulty in
-    Data Pruning". Per class (class-balanced budgets):
-    1. optionally drop the class's hardest `hard_cutoff` fraction (the paper's beta, as in CCS; default 0);
-    2. build an undirected kNN graph (k=`k`) of the remaining samples' features, node value = difficulty score;
-    3. forward message passing (`d2_forward_scores`): s_i += sum_j exp(-gamma * d_ij) * s_j, so difficult samples
-       in difficult neighbourhoods rank first;
-    4. selection with reverse message passing: repeatedly keep the highest-scoring sample i and lower each
-       unselected neighbour j by exp(-gamma_r * d_ij) * s_i, so its near-duplicates lose priority (diversity).
-    Distances d are Euclidean, divided by the class's median kNN distance (unitless gamma). Scores must be
-    non-negative (messages are score-weighted; shift signed scores first). Returns (N,) bool, class-balanced;
-    ties go to the lower index; seed is ignored. O(N_c k log N_c) per class for the graph (scikit-learn) and
-    O((N_c + k_c k) log N_c) for the selection; memory O(N_c k), never N x N.
+    Data Pruning", as its README runs it on CIFAR (label-balanced, k=5, gamma 0.1, 25 strata). Per class:
+    1. drop the class's hardest `hard_cutoff` fraction (the README's mis-ratio, e.g. 0.4 at 90% pruning) and the
+       `flagged` samples; signed scores (AUM, margin) are first shifted by their minimum, as the authors do;
+    2. split the class's score range into `strata` equal-width strata and allocate its budget over them with the CCS
+       allocation (`stratified_quotas`: sparse strata kept whole);
+    3. inside each stratum: an undirected kNN graph (k=`k`) of the features, node value = difficulty; forward message
+       passing (`d2_forward_scores`): s_i += sum_j exp(-gamma * d_ij) * s_j; then reverse message passing: keep the
+       highest-scoring sample i and lower each unselected neighbour j by exp(-gamma_r * d_ij) * s_i, repeatedly.
+       A stratum with at most k samples is sampled at random (`default_rng(seed)`), as in the reference.
+    Distances are Euclidean on the features as given. Returns (N,) bool, class-balanced; ties go to the lower index.
+    Memory O(N_c k), never N x N.
     """
     scores, features, labels, _, budgets = prepare(scores, features, labels, budget)
     check_fraction("hard_cutoff", hard_cutoff)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if (scores < 0).any():
-        raise ValueError("d2_pruning needs non-negative difficulty scores (higher = harder); shift them, e.g. scores - scores.min()")
+    if k < 1 or strata < 1:
+        raise ValueError(f"k and strata must be at least 1, got k={k}, strata={strata}")
+    scores = scores - min(scores.min(), 0.0)
+    rng = np.random.default_rng(seed)
     selected = np.zeros(len(labels), dtype=bool)
     for members, keep in per_class(labels, budgets):
-        pool = members[~hardest_cut(scores[members], hard_cutoff, keep)]
-        if keep == len(pool):
-            selected[pool] = True
-            continue
-        graph = _knn_graph(features[pool].astype(np.float64), k)
-        forward = _forward(scores[pool], graph, gamma)
-        selected[pool[_reverse_select(forward, graph, gamma_r, keep)]] = True
+        pool = members[~hardest_cut(scores[members], hard_cutoff, keep, None if flagged is None else flagged[members])]
+        values = scores[pool]
+        edges = np.linspace(values.min(), values.max(), strata + 1)
+        stratum = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, strata - 1)
+        quotas = stratified_quotas(np.bincount(stratum, minlength=strata), keep)
+        for b in np.flatnonzero(quotas):
+            cell = pool[stratum == b]
+            if quotas[b] == len(cell):
+                selected[cell] = True
+            elif len(cell) <= k:
+                selected[rng.choice(cell, size=int(quotas[b]), replace=False)] = True
+            else:
+                graph = _knn_graph(features[cell].astype(np.float64), k)
+                selected[cell[_reverse_select(_forward(scores[cell], graph, gamma), graph, gamma_r, int(quotas[b]))]] = True
     return selected

@@ -25,7 +25,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
 
-from unseen.budgets import allocate, class_budgets, rebalance
+from unseen.budgets import allocate, class_budgets, rebalance, stratified_quotas
 from unseen.config import SelectParams
 from unseen.selection.common import difficulty_rank, hardest_cut
 from unseen.selection.coreset import Coreset
@@ -48,6 +48,7 @@ class UnseenObjective:
     density_power: float = 1.0
     hard_cutoff: float = 0.0
     fourier_dim: int = 256
+    coverage_strata: int = 5  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -60,9 +61,19 @@ class UnseenObjective:
             regions_per_class=select.regions_per_class,
             difficulty_power=select.difficulty_power,
             density_power=select.density_power,
-            hard_cutoff=select.hard_cutoff,
+            hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
             fourier_dim=select.fourier_features,
+            coverage_strata=select.coverage_strata,
         )
+
+
+def cut_flags(params: SelectParams, flagged: np.ndarray | None) -> np.ndarray | None:
+    """The flagged samples to cut: `flagged` with `hard_cutoff: auto`, none otherwise."""
+    if params.hard_cutoff != "auto":
+        return None
+    if flagged is None:
+        raise ValueError("select.hard_cutoff 'auto' cuts the samples flagged as label issues: pass flagged (the label_issue score)")
+    return np.asarray(flagged, dtype=bool)
 
 
 def _regions(x: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -147,6 +158,7 @@ def select_coreset(
     objective: UnseenObjective = UnseenObjective(),
     pool_features: np.ndarray | None = None,
     already_selected: np.ndarray | None = None,
+    flagged: np.ndarray | None = None,
     num_classes: int | None = None,
     seed: int = 0,
 ) -> Coreset:
@@ -156,6 +168,7 @@ def select_coreset(
     pool_features: (M, D) unlabeled samples (e.g. test images, new data) whose distribution the coreset
     should also match; each joins the target of the class whose centre is nearest.
     already_selected: (N,) bool, samples kept by earlier steps (multi-step UNSEEN); they count to the budget.
+    flagged: (N,) bool, likely label errors, never kept (after the hard cutoff, as long as each class can fill its budget).
     """
     n = len(labels)
     if scores.shape != (n,) or features.shape[0] != n:
@@ -170,7 +183,20 @@ def select_coreset(
     if (np.bincount(labels[preselected], minlength=num_classes) > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
-    columns = {
+    columns = _empty_columns(n)
+    for c in np.flatnonzero(np.bincount(labels, minlength=num_classes)):
+        members = np.flatnonzero(labels == c)
+        pool = None if pool_class is None else z_pool[pool_class == c]
+        class_flagged = None if flagged is None else flagged[members]
+        picked = _select_class(scores[members], z[members], pool, int(budgets[c]), preselected[members], class_flagged, objective, seed + c)
+        for name, values in picked.items():
+            columns[name][members] = values
+    return Coreset(class_budget=budgets[labels].astype(np.int32), **columns)
+
+
+def _empty_columns(n: int) -> dict[str, np.ndarray]:
+    """The Coreset fields before any class is selected: nothing kept, nothing cut, no region, no gain terms."""
+    return {
         "selected": np.zeros(n, dtype=bool),
         "cut_as_hardest": np.zeros(n, dtype=bool),
         "region": np.full(n, -1, dtype=np.int16),
@@ -178,15 +204,6 @@ def select_coreset(
         "selection_rank": np.full(n, -1, dtype=np.int32),
         **{name: np.full(n, np.nan, dtype=np.float32) for name in TERMS},
     }
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            continue
-        pool = None if pool_class is None else z_pool[pool_class == c]
-        picked = _select_class(scores[members], z[members], pool, int(budgets[c]), preselected[members], objective, seed + c)
-        for name, values in picked.items():
-            columns[name][members] = values
-    return Coreset(class_budget=budgets[labels].astype(np.int32), **columns)
 
 
 def _nearest_class(pool: np.ndarray | None, features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
@@ -198,19 +215,38 @@ def _nearest_class(pool: np.ndarray | None, features: np.ndarray, labels: np.nda
     return present[pairwise_distances_argmin(pool, centres)]
 
 
+def _coverage_cells(
+    scores: np.ndarray, region: np.ndarray, eligible: np.ndarray, quotas: np.ndarray, strata: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Region x difficulty-stratum cells and their quotas: each region's quota is spread over equal-width strata of the
+    class's held-out difficulty range, sparse strata kept whole first (CCS's coverage, inside every region)."""
+    low, high = scores[eligible].min(), scores[eligible].max()
+    stratum = np.clip(((scores - low) / max(high - low, 1e-12) * strata).astype(np.int64), 0, strata - 1)
+    cell = region * strata + stratum
+    cell_quotas = np.zeros(len(quotas) * strata, dtype=np.int64)
+    for r, quota in enumerate(quotas):
+        counts = np.bincount(stratum[(region == r) & eligible], minlength=strata)
+        cell_quotas[r * strata : (r + 1) * strata] = stratified_quotas(counts, int(quota))
+    return cell, cell_quotas
+
+
 def _select_class(
-    scores: np.ndarray, z: np.ndarray, z_pool: np.ndarray | None, keep: int, fixed: np.ndarray, objective: UnseenObjective, seed: int
+    scores: np.ndarray, z: np.ndarray, z_pool: np.ndarray | None, keep: int, fixed: np.ndarray, flagged: np.ndarray | None,
+    objective: UnseenObjective, seed: int,
 ) -> dict[str, np.ndarray]:
     """One class: hard cut, regions and their budgets, then the greedy picks inside them (after the fixed ones)."""
-    cut = hardest_cut(scores, objective.hard_cutoff, keep) & ~fixed
+    cut = hardest_cut(scores, objective.hard_cutoff, keep, flagged) & ~fixed
     eligible = ~cut
     rank = difficulty_rank(scores)
     region = _regions(z, objective.regions_per_class, seed)
     quotas = region_budgets(z, rank, region, eligible, keep, objective)
-    quotas_left = quotas - np.bincount(region[fixed], minlength=len(quotas))
-    quotas_left = rebalance(quotas_left, np.bincount(region[eligible & ~fixed], minlength=len(quotas)), keep - int(fixed.sum()))
+    unit, unit_quotas = region, quotas
+    if objective.coverage_strata:
+        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata)
+    quotas_left = unit_quotas - np.bincount(unit[fixed], minlength=len(unit_quotas))
+    quotas_left = rebalance(quotas_left, np.bincount(unit[eligible & ~fixed], minlength=len(unit_quotas)), keep - int(fixed.sum()))
     target_rows = z if z_pool is None else np.concatenate([z, z_pool])
-    picks = _greedy(z, target_rows.mean(0), rank, region, quotas_left, eligible, objective, fixed)
+    picks = _greedy(z, target_rows.mean(0), rank, unit, quotas_left, eligible, objective, fixed)
     order = picks.pop("order")
     return {
         "selected": (order >= 0) | fixed,

@@ -20,6 +20,7 @@ def selection_report(
         "mmd_to_test_coreset": mmd(features[coreset.selected], test_features, seed=seed),
         "mmd_to_test_random": mmd(features[random_selected], test_features, seed=seed),
         "coreset_per_class": np.bincount(labels[coreset.selected], minlength=int(labels.max()) + 1).tolist(),
+        "cut_per_class": np.bincount(labels[coreset.cut_as_hardest], minlength=int(labels.max()) + 1).tolist(),
     }
     regions = coreset.region >= 0
     if regions.any():
