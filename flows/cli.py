@@ -170,25 +170,32 @@ def _stoppable() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-@app.command()
-def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) -> None:
-    """Run the whole pipeline (features, scores, select, retrain) as one Prefect flow."""
-    overrides = overrides or []
+def _run_flow(flow_name: str, params_file: str, overrides: list[str], stages: tuple[str, ...], **flow_kwargs) -> None:
+    """Preflight, then the `prune` or `stage` flow of flows/prune.py on the temporary Prefect server, then the summary;
+    bad input, environment errors and stop signals end in one line."""
     try:
         params = load_params(params_file, overrides)
         from flows.server import temporary_api_server
 
         with _stoppable(), temporary_api_server() as server:  # the server starts now, ready while the imports below run
-            from flows.prune import preflight, prune
+            import flows.prune
 
-            preflight(params, STAGES)  # refuse bad input before the flow starts: a short message, nothing written
+            flows.prune.preflight(params, stages)  # refuse bad input before the flow starts: a short message, nothing written
             server.wait_ready()
-            result = _flow_with_runner(prune, params)(params_file=params_file, overrides=overrides)
+            flow = getattr(flows.prune, flow_name)
+            result = _flow_with_runner(flow, params)(params_file=params_file, overrides=overrides, **flow_kwargs)
     except _user_errors() as exc:
         _fail(exc)
     except OSError as exc:
         _environment_error(exc)
     _print_summary(result, time.perf_counter() - STARTED)
+
+
+@app.command()
+def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) -> None:
+    """Run the whole pipeline (features, scores, select, retrain) as one Prefect flow."""
+    overrides = overrides or []
+    _run_flow("prune", params_file, overrides, STAGES)
 
 
 @app.command()
@@ -201,22 +208,7 @@ def stage(
     overrides = overrides or []
     if name not in STAGES:
         _fail(ParamsError(f"unknown stage {name!r}; use one of: {', '.join(STAGES)}"))
-    try:
-        params = load_params(params_file, overrides)
-        from flows.server import temporary_api_server
-
-        with _stoppable(), temporary_api_server() as server:
-            from flows.prune import preflight
-            from flows.prune import stage as stage_flow
-
-            preflight(params, (name,))
-            server.wait_ready()
-            result = _flow_with_runner(stage_flow, params)(name=name, params_file=params_file, overrides=overrides)
-    except _user_errors() as exc:
-        _fail(exc)
-    except OSError as exc:
-        _environment_error(exc)
-    _print_summary(result, time.perf_counter() - STARTED)
+    _run_flow("stage", params_file, overrides, (name,), name=name)
 
 
 @app.command()
