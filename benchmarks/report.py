@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, read_results, sweep_cells
-from benchmarks.tables import _pct, accuracy_table, comparison_lines, cost_lines, noise_lines, score_lines, summarize
-from unseen.io import atomic_path
+from benchmarks.tables import _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, score_lines, scorer_lines, summarize
+from unseen.io import atomic_path, write_csv
 
 
 def accuracy_plot(sweep: BenchmarkConfig, summary: dict, methods: list[str], path: Path) -> Path:
@@ -86,6 +86,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
     main = [m for m, spec in sweep.methods.items() if spec.group == "baseline" or m == sweep.reported or not sweep.reported and spec.group == "unseen"]
     ablation = [m for m, spec in sweep.methods.items() if spec.group in ("unseen", "ablation")]
     plot = accuracy_plot(sweep, summary, main, figures / f"{sweep.name}_accuracy_vs_prune_ratio.png")
+    write_csv(sweep.results_file("accuracy.csv"), accuracy_rows(sweep, summary, main))
     scores_png = figures / f"{sweep.name}_scores_distributions.png"
     if sweep.results_file("scores_distributions.png").is_file():
         with atomic_path(scores_png) as tmp:
@@ -145,9 +146,11 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "",
         *noise_lines([sweep.results_file(f"scores_report_s{seed}.json") for seed in sweep.seeds]),
         "",
+        *scorer_lines(sweep),
+        "",
         "### Cost",
         "",
-        *cost_lines(sweep, rows, main),
+        *cost_lines(sweep, rows, list(dict.fromkeys(main + ablation))),
         "",
         "Selection time is the select stage's compute, its alignment diagnostics included; for multi-step UNSEEN it includes "
         "the scoring models trained at each step. Retraining time varies with the machine's other load: other work "

@@ -63,7 +63,9 @@ GROUPS = ("baseline", "unseen", "ablation")
 
 
 class MethodSpec(BaseModel):
-    """One compared method: which group it is reported in, and its overrides of the `select` section."""
+    """One compared method: which group it is reported in, and its overrides of the `select` section; optionally of
+    the `features` and `scores` sections too (another scorer or extractor), whose tables are then made once per seed
+    for every method that shares them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,6 +73,8 @@ class MethodSpec(BaseModel):
     label: str
     select: dict[str, Any] = Field(default_factory=dict)
     by_ratio: dict[float, dict[str, Any]] = Field(default_factory=dict)  # prune ratio -> further select overrides
+    features: dict[str, Any] = Field(default_factory=dict)
+    scores: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _ratio_is_the_sweeps(self) -> "MethodSpec":
@@ -191,19 +195,37 @@ def retrain_epochs(recipe: TrainRecipe, pool_size: int, coreset_size: int, rule:
     return max(1, round(steps / math.ceil(coreset_size / min(recipe.batch_size, coreset_size))))
 
 
+def _merged(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`tree` with `overrides` applied key by key, into nested sections (`probe: {model: mlp}` keeps the other keys)."""
+    merged = dict(tree)
+    for key, value in overrides.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def cell_params(sweep: BenchmarkConfig, base: Params, cell: Cell, *, pool_size: int) -> Params:
-    """The params of one cell: the seed's params with the method's select overrides, its own outputs folder, and the
+    """The params of one cell: the seed's params with the method's overrides, its own outputs folder, and the
     retraining epochs of the budget rule. Raises ParamsError naming the key for an invalid override."""
     tree = base.model_dump(mode="json")
     tree["outputs"] = str(Path(base.outputs, "cells", cell.method, f"p{round(cell.prune_ratio * 100):02d}"))
     coreset_size = pool_size
     if cell.method not in (FULL, FULL_LONG):
         spec = sweep.methods[cell.method]
+        tree["features"], tree["scores"] = _merged(tree["features"], spec.features), _merged(tree["scores"], spec.scores)
         tree["select"] = {**tree["select"], **spec.select, **spec.by_ratio.get(cell.prune_ratio, {}), "prune_ratio": cell.prune_ratio}
         coreset_size = budget_for(pool_size, cell.prune_ratio)
     recipe = base.retrain.recipe
     tree["retrain"]["recipe"]["epochs"] = retrain_epochs(recipe, pool_size, coreset_size, sweep.budget_rule) * (2 if cell.method == FULL_LONG else 1)
     return validate_params(tree, f"cell {cell.name}")
+
+
+def prep_params(base: Params, cell: Params) -> Params:
+    """Where a cell's features and scores tables are made, once per seed for every cell that shares them: the seed's
+    folder for the sweep's own sections, a folder named by the scores hash for a method that overrides them."""
+    if cell.stage_hash("scores") == base.stage_hash("scores"):
+        return base
+    outputs = Path(base.outputs, f"prep-{cell.stage_hash('scores')[:8]}")
+    return base.model_copy(update={"features": cell.features, "scores": cell.scores, "outputs": str(outputs)})
 
 
 def cell_result_path(sweep: BenchmarkConfig, cell: Cell) -> Path:

@@ -9,7 +9,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.sweep import FULL, BenchmarkConfig
+import pyarrow.parquet as pq
+
+from benchmarks.sweep import FULL, BenchmarkConfig, Cell, cell_params, prep_params, seed_params
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -28,6 +30,17 @@ def summarize(rows: list[dict]) -> dict[tuple[str, float], tuple[float, float, i
 
 def _pct(ratio: float) -> str:
     return f"{round(100 * ratio)}%"
+
+
+def accuracy_rows(sweep: BenchmarkConfig, summary: dict, methods: list[str]) -> list[dict]:
+    """One row per prune ratio, one column per method (mean test accuracy %), the full data as a constant column:
+    the data of the accuracy-against-prune-ratio plot that `dvc plots` draws."""
+    full = summary.get((FULL, 0.0))
+    return [
+        {"prune_ratio": r, **({"full_data": round(full[0], 3)} if full else {}),
+         **{m: round(summary[(m, r)][0], 3) for m in methods if (m, r) in summary}}
+        for r in sweep.prune_ratios
+    ]
 
 
 def accuracy_table(sweep: BenchmarkConfig, summary: dict, methods: list[str]) -> list[str]:
@@ -61,13 +74,14 @@ def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> 
     """Scoring, selection and retraining seconds per method (means over cells), and their sum as a multiple of one
     full-data training: what producing (and using) each coreset costs."""
     full_train = _mean(r["train_seconds"] for r in rows if r["method"] == FULL)
-    per_seed = {r["seed"]: (r["features_seconds"], r["scoring_seconds"]) for r in rows}
-    features, scoring = _mean(f for f, _ in per_seed.values()), _mean(s for _, s in per_seed.values())
+    full_rows = [r for r in rows if r["method"] == FULL]
+    features, scoring = _mean(r["features_seconds"] for r in full_rows), _mean(r["scoring_seconds"] for r in full_rows)
     lines = [
         f"One full-data training: **{full_train:.1f} s** (mean over seeds). Per seed, shared by all methods: feature "
         f"extraction {features:.1f} s and the scoring models {scoring:.1f} s ({scoring / full_train:.2f}x one full-data training; "
-        "all of them: the K held-out fold models and the seen model, about half each at K = 2). The table charges each method "
-        "what it uses: scores for score-based methods, features for geometric methods, D2 and the UNSEEN objective.",
+        "all scoring models of the sweep's scores section). The table charges each method what it uses, from the tables it "
+        "used (a method with its own scorer or extractor pays its own): scores for score-based methods, features for "
+        "geometric methods, D2 and the UNSEEN objective.",
         "",
         "| method | scoring and features s | selection s (mean over ratios) | retraining s (mean over ratios) "
         "| coreset cost / full training |",
@@ -80,7 +94,7 @@ def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> 
         select = sweep.methods[method].select
         uses_score = select.get("method") not in ("random", "random_class_balanced", *FEATURE_ONLY)
         uses_features = select.get("method") in (*FEATURE_ONLY, "d2_pruning", "unseen")
-        charged = (scoring if uses_score else 0.0) + (features if uses_features else 0.0)
+        charged = _mean((r["scoring_seconds"] if uses_score else 0.0) + (r["features_seconds"] if uses_features else 0.0) for r in mine)
         selection, retrain = _mean(r["selection_seconds"] for r in mine), _mean(r["train_seconds"] for r in mine)
         multiple = (charged + selection) / full_train
         lines.append(f"| {sweep.methods[method].label} | {charged:.1f} | {selection:.1f} | {retrain:.1f} | {multiple:.2f}x |")
@@ -137,7 +151,7 @@ def score_lines(report_path: Path) -> list[str]:
         keys = [*stems, f"{name}_spearman_seen_unseen"]
         if all(k in report for k in keys):
             lines.append(f"| {name} | " + " | ".join(f"{report[k]:.3f}" for k in keys) + " |")
-    return lines
+    return lines if len(lines) > 2 else ["(no seen scores in this sweep: `scores.seen` is off)"]
 
 
 def noise_lines(report_paths: list[Path]) -> list[str]:
@@ -161,3 +175,28 @@ def noise_lines(report_paths: list[Path]) -> list[str]:
         if cells != ["-", "-"]:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def scorer_lines(sweep: BenchmarkConfig) -> list[str]:
+    """For methods with a scorer or extractor of their own: how their held-out difficulty ranks the samples against
+    the sweep's own scores (Spearman of `select.score`, mean over the seeds whose tables are there)."""
+    from scipy.stats import spearmanr
+
+    own = [m for m, spec in sweep.methods.items() if spec.scores or spec.features]
+    rhos = defaultdict(list)
+    for seed in sweep.seeds:
+        base = seed_params(sweep, seed)
+        if not base.output("scores.parquet").is_file():
+            continue
+        reference = pq.read_table(base.output("scores.parquet"), columns=[base.select.score]).column(0).to_numpy()
+        for method in own:
+            cell = cell_params(sweep, base, Cell(method, sweep.prune_ratios[0], seed), pool_size=len(reference))
+            path = prep_params(base, cell).output("scores.parquet")
+            if path.is_file():
+                values = pq.read_table(path, columns=[cell.select.score]).column(0).to_numpy()
+                rhos[method].append(float(spearmanr(reference, values).statistic))
+    if not rhos:
+        return []
+    lines = [f"Spearman correlation of each scorer's held-out difficulty (`{base.select.score}`) with the sweep's own scores "
+             "(mean over seeds): how much the scorer changes the ranking.", "", "| method | Spearman | seeds |", "|---|---|---|"]
+    return lines + [f"| {sweep.methods[m].label} | {statistics.fmean(v):.3f} | {len(v)} |" for m, v in rhos.items()]

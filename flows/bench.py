@@ -1,5 +1,5 @@
-"""The benchmark sweep as one Prefect flow: per seed, features and scores once, then every (method, ratio) cell as a
-mapped task (on Dask workers when the sweep's params choose the Dask runner), then the results table.
+"""The benchmark sweep as one Prefect flow: per seed, features and scores once (and once more for each other scorer or
+extractor a method asks for), then every (method, ratio) cell as a mapped task (on Dask workers when the sweep's params choose the Dask runner), then the results table.
 
 The table is rewritten after each seed, so the finished cells are in it even if a later seed is interrupted;
 finished cells are read from their result files and not mapped again.
@@ -23,6 +23,7 @@ from benchmarks.sweep import (
     cell_params,
     cell_result_path,
     load_sweep,
+    prep_params,
     read_results,
     seed_params,
     sweep_cells,
@@ -97,31 +98,34 @@ def benchmark(config_file: str) -> dict:
     with workers_reach_this_api(), pipeline_run(first, f"bench/{sweep.name}") as tracker:
         for seed in sweep.seeds:
             params = seed_params(sweep, seed)
-            costs = prepare_seed(params, tracker)
+            prepare_seed(params, tracker)
             _copy_score_reports(sweep, params, first=seed == sweep.seeds[0])
             pool_size = len(dataset_for(params).train)
-            todo = []
+            todo, preps, costs = [], {}, {}
             for cell in (c for c in sweep_cells(sweep) if c.seed == seed):
                 cp = cell_params(sweep, params, cell, pool_size=pool_size)
+                prep = preps.setdefault(cp.stage_hash("scores"), prep_params(params, cp))
+                if prep.outputs not in costs:
+                    costs[prep.outputs] = prepare_seed(prep, tracker)
                 done = cached_cell_result(cell_result_path(sweep, cell), cp.run_hash())
                 if done is not None:
-                    rows.append({**done, **costs})
+                    rows.append({**done, **costs[prep.outputs]})
                 else:
-                    todo.append((cell, cp))
+                    todo.append((cell, cp, prep.outputs))
             logger.info(f"[bench] seed {seed}: {len(todo)} cells to train, {sum(r['seed'] == seed for r in rows)} already done")
             futures = map_on_workers(
                 cell_task.with_options(retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds),
-                [cp for _, cp in todo],
-                [cell for cell, _ in todo],
-                ["full" if cell.method in (FULL, FULL_LONG) else sweep.methods[cell.method].group for cell, _ in todo],
-                [str(cell_result_path(sweep, cell)) for cell, _ in todo],
-                unmapped(str(params.outputs)),
+                [cp for _, cp, _ in todo],
+                [cell for cell, _, _ in todo],
+                ["full" if cell.method in (FULL, FULL_LONG) else sweep.methods[cell.method].group for cell, _, _ in todo],
+                [str(cell_result_path(sweep, cell)) for cell, _, _ in todo],
+                [str(outputs) for _, _, outputs in todo],
                 unmapped(tracker),
             )
             futures.wait()
-            for (cell, _), future in zip(todo, futures):
+            for (cell, _, outputs), future in zip(todo, futures):
                 if future.state.is_completed():
-                    rows.append({**future.result(), **costs})
+                    rows.append({**future.result(), **costs[outputs]})
                     trained += 1
                 else:
                     failed.append(cell.name)

@@ -22,8 +22,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(markup=False, highlight=False)  # paths and class names may hold brackets: print them as they are
 errors = Console(stderr=True, markup=False, highlight=False)
 
-SEED_NOISE_TIERS = ("full", "cpu", "noise")
-"""Benchmark tiers whose results tables the run summary reads for the seed std, first found first."""
 ParamsOption = Annotated[str, typer.Option("--params", "-p", help="params file")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set select.prune_ratio=0.7 (repeatable)")]
 
@@ -80,25 +78,6 @@ def _write_report(result: dict, wall: float) -> None:
     write_json(params.output("run_report.json"), report)
 
 
-def seed_noise_line(prune_ratio: float) -> str:
-    """How much one seed's margin can move by chance: the benchmark's seed std of random at the nearest prune ratio."""
-    from benchmarks.sweep import read_results
-    from benchmarks.tables import summarize
-    from unseen.tables import TableError
-
-    for tier in SEED_NOISE_TIERS:
-        try:
-            table, meta = read_results(f"benchmarks/results/{tier}.parquet")
-        except (TableError, OSError):
-            continue
-        summary = {key: value for key, value in summarize(table.to_pylist()).items() if key[0] == "random"}
-        if summary:
-            (_, ratio), (_, std, seeds) = min(summary.items(), key=lambda item: abs(item[0][1] - prune_ratio))
-            return (f"the seed std of random at {round(100 * ratio)}% pruning in the benchmark (tier {tier}, {seeds} seeds) is {std:.2f} points: "
-                    "a margin within about twice that can be chance")
-    return "no benchmark results here to compare with one seed's noise (see docs/benchmarks.md)"
-
-
 def _print_summary(result: dict, wall: float) -> None:
     _write_report(result, wall)
     params = result["params"]
@@ -108,16 +87,10 @@ def _print_summary(result: dict, wall: float) -> None:
     for report in result["stages"]:
         table.add_row(report.name, f"{report.wall_seconds:.1f}", f"{report.compute_seconds:.1f}", ", ".join(report.outputs))
     console.print(table)
-    metrics = {k: v for report in result["stages"] for k, v in report.metrics.items()}
-    if "test_accuracy_coreset" in metrics:
-        console.print(
-            f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})\n"
-            f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}\n"
-            f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}\n"
-            f"margin over random: {100 * (metrics['test_accuracy_coreset'] - metrics['test_accuracy_random']):+.2f} points; "
-            f"{seed_noise_line(params.select.prune_ratio)}\n"
-            f"registered model: {params.tracking.registered_model} version {int(metrics['model_version'])} (alias @current)"
-        )
+    from flows.summary import result_lines
+
+    for line in result_lines(params, {k: v for report in result["stages"] for k, v in report.metrics.items()}):
+        console.print(line)
     compute = sum(report.compute_seconds for report in result["stages"])
     in_stages = sum(report.wall_seconds for report in result["stages"])
     console.print(

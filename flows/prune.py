@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stages import run_stage
+from flows.summary import publish_run
 from tasks.common import dataset_for
 from tasks.lineage import record_lineage
 from tasks.runners import set_torch_threads, workers_reach_this_api
@@ -73,6 +74,7 @@ def prune(params_file: str = "params.yaml", overrides: list[str] | None = None) 
                 run_stage("select", params, tracker),  # outputs/coreset.parquet: the coreset and the random baseline
                 run_stage("retrain", params, tracker),  # outputs/model.pt, metrics.json: both trained and tested
             ]
+            publish_run(params, tracker, reports)  # the summary on the MLflow run and the flow run page
         lineage_started = time.perf_counter()
         lineage = record_lineage(params_file, overrides or [])
     return {

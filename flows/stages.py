@@ -70,11 +70,22 @@ def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
 STAGE_FLOWS = {"features": features_stage, "scores": scores_stage, "select": select_stage, "retrain": retrain_stage}
 
 
+def stage_tables(name: str, params: Params) -> dict[str, str]:
+    """The tables a stage reads and writes (path -> `read` or `written`): logged as the run's MLflow datasets."""
+    reads = {
+        "features": [], "scores": ["features.parquet"] if params.scores.scorer == "probe" else [],
+        "select": ["features.parquet", "scores.parquet"], "retrain": ["coreset.parquet"],
+    }[name]
+    writes = {"features": ["features.parquet"], "scores": ["scores.parquet"], "select": ["coreset.parquet"], "retrain": []}[name]
+    return {**{str(params.output(t)): "read" for t in reads}, **{str(params.output(t)): "written" for t in writes}}
+
+
 def run_stage(name: str, params: Params, tracker: Tracker) -> StageReport:
-    """Run one stage's tasks to completion and time it."""
+    """Run one stage's tasks to completion, time it, and log the tables it read and wrote on the run."""
     get_run_logger().info(f"[{name}] starting")
     started = time.perf_counter()
     report = STAGE_FLOWS[name](params, tracker)
+    tracker.log_tables(tracker.run_id, stage_tables(name, params))
     report.wall_seconds = time.perf_counter() - started
     get_run_logger().info(f"[{name}] done in {report.wall_seconds:.1f} s -> {', '.join(report.outputs)}")
     return report

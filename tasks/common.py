@@ -60,7 +60,7 @@ def halved_batches(params: Params) -> Params | None:
     out-of-memory error. None when all of them are already at the floor (nothing smaller to try)."""
     floor = params.orchestration.min_batch_size
     tree = params.model_dump()
-    recipes = [tree["features"]["proxy"], tree["scores"]["recipe"], tree["retrain"]["recipe"]]
+    recipes = [tree["features"]["proxy"], tree["scores"]["recipe"], tree["scores"]["probe"], tree["retrain"]["recipe"]]
     fields = [(r, "batch_size") for r in recipes] + [(tree["features"], "batch_size"), (tree["scores"], "batch_size"), (tree["retrain"], "batch_size_eval")]
     changed = False
     for section, key in fields:

@@ -48,8 +48,10 @@ def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, flo
 
 
 def _log_model(params: Params, tracker: Tracker, run_id: str, model: PixelClassifier) -> str:
-    """Log the coreset model with mlflow.pytorch (pt2, no pickle) and register it, tagged with its lineage."""
+    """Log the coreset model with mlflow.pytorch (pt2, no pickle) under the retrain run, register it, tagged with its
+    lineage, and link it from the pipeline run."""
     import mlflow
+    from mlflow.entities import LoggedModelOutput
     from mlflow.models import infer_signature
 
     dataset = dataset_for(params)
@@ -73,6 +75,8 @@ def _log_model(params: Params, tracker: Tracker, run_id: str, model: PixelClassi
     for key, value in tags.items():
         tracker.client.set_model_version_tag(params.tracking.registered_model, version, key, value)
     tracker.client.set_registered_model_alias(params.tracking.registered_model, "current", version)
+    tracker.client.log_outputs(tracker.run_id, [LoggedModelOutput(info.model_id, step=0)])  # the pipeline run shows the model too
+    tracker.client.set_tag(tracker.run_id, "unseen.registered_model", f"{params.tracking.registered_model}/{version}")
     return version
 
 

@@ -16,11 +16,13 @@ from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
 from unseen.config import Params
 from unseen.data import ImageDataset
-from unseen.io import write_json
+from unseen.features import read_features
+from unseen.io import write_csv, write_json
 from unseen.scores import (
     ModelRecord,
     ScoringModel,
     combine_records,
+    histogram_rows,
     load_record,
     save_record,
     scores_report,
@@ -44,6 +46,11 @@ def read_record(params: Params, dataset: ImageDataset, path: str | Path, stage: 
     return load_record(path, params_hash=params.stage_hash(stage), data_fingerprint=dataset.fingerprint, train_size=len(dataset.train))
 
 
+def _scorer_batch_size(params: Params) -> int:
+    """The training batch of the run's scorer: what an out-of-memory retry halves."""
+    return params.scores.probe.batch_size if params.scores.scorer == "probe" else params.scores.recipe.batch_size
+
+
 @task(name="scoring-model", cache_policy=NO_CACHE, tags=["gpu"])
 def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, kept: np.ndarray | None = None) -> tuple[str, float]:
     """Train one scoring model unless its record is cached: a fold or seen model of the scores stage, or a step model
@@ -62,13 +69,18 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
             get_run_logger().warning(f"[{stage}] {model.name}: cached record unusable ({exc}); training it again")
             path.unlink()
     with tracker.child_run(f"{stage}/{model.name}", stage=stage, kind=model.kind, repeat=str(model.repeat), fold=str(model.fold)) as run_id:
-        on_epoch = epoch_logger(tracker, run_id, f"[{stage}] {model.name}", params.scores.recipe.epochs)
+        probe = params.scores.scorer == "probe"
+        epochs = params.scores.probe.epochs if probe else params.scores.recipe.epochs
+        on_epoch = epoch_logger(tracker, run_id, f"[{stage}] {model.name}", epochs)
+        embeddings = read_features(params, dataset)[1] if probe else None
         record, used = shrinking_on_oom(
-            params, tracker, run_id, f"{stage} {model.name}", lambda p: p.scores.recipe.batch_size,
-            lambda p: train_scoring_model(dataset, model, p.scores, seed=params.seed, device=pick_device(), on_epoch=on_epoch, kept=kept),
+            params, tracker, run_id, f"{stage} {model.name}", _scorer_batch_size,
+            lambda p: train_scoring_model(
+                dataset, model, p.scores, seed=params.seed, device=pick_device(), on_epoch=on_epoch, kept=kept, embeddings=embeddings
+            ),
         )
         compute = time.perf_counter() - started
-        save_record(record, path, params_hash=params.stage_hash(stage), data_fingerprint=dataset.fingerprint, batch_size=used.scores.recipe.batch_size)
+        save_record(record, path, params_hash=params.stage_hash(stage), data_fingerprint=dataset.fingerprint, batch_size=_scorer_batch_size(used))
         tracker.log_metrics(run_id, {
             "compute_seconds": compute, "train_seconds": record.train_seconds, "record_seconds": record.record_seconds,
             "trained_on": int(record.trained_on.sum()), "scored": len(record.sample_ids),
@@ -91,7 +103,9 @@ def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str
         params_hash=params.stage_hash("scores"), data_fingerprint=dataset.fingerprint,
     )
     write_json(params.output("scores_report.json"), report)
-    plot = seen_unseen_histograms(table.oriented(), names, params.output("plots", "scores_distributions.png"))
+    oriented = table.oriented()
+    plot = seen_unseen_histograms(oriented, names, params.output("plots", "scores_distributions.png"))
+    write_csv(params.output("plots", "scores_histogram.csv"), histogram_rows(oriented, params.select.score_name))
     tracker.log_artifact(tracker.run_id, path, "tables")
     tracker.log_artifact(tracker.run_id, plot, "plots")
     tracker.log_metrics(tracker.run_id, report)

@@ -14,11 +14,12 @@ from prefect.cache_policies import NO_CACHE
 from tasks.common import dataset_for
 from tasks.scores import read_record, scoring_model_task
 from tasks.tracking import Tracker
-from unseen.checks import features_input, label_issues_input, scores_input
+from unseen.checks import label_issues_input, scores_input
+from unseen.features import read_features
 from unseen.config import Params
-from unseen.io import write_json
+from unseen.io import write_csv, write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
-from unseen.selection import random_baseline, select, select_step, selection_report, step_difficulty
+from unseen.selection import class_budget_rows, random_baseline, select, select_step, selection_report, step_difficulty
 from unseen.tables import CORESET, positions_of, write_table
 
 
@@ -29,7 +30,7 @@ def select_task(
     """Selection step `step` of `select.steps` on features.parquet and scores.parquet (plus, after step 1, the step
     models' records so far): (compute seconds, metrics of the last step, the step each sample joined at)."""
     dataset = dataset_for(params)
-    train_ids, train_embedding, test_embedding = features_input(params, dataset)
+    train_ids, train_embedding, test_embedding = read_features(params, dataset)
     score_ids, labels, values = scores_input(params, dataset)
     features = train_embedding[positions_of(train_ids, score_ids, f"{params.output('features.parquet')} (train rows)")]
     pool = test_embedding if params.select.target_pool == "test" else None
@@ -60,6 +61,7 @@ def select_task(
         params_hash=params.stage_hash("select"), data_fingerprint=dataset.fingerprint, score_column=params.select.score,
     )
     write_json(params.output("select_report.json"), report)
+    write_csv(params.output("plots", "class_budgets.csv"), class_budget_rows(report, list(dataset.classes), labels))
     flat = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     flat.update({f"coreset_class_{c}": n for c, n in enumerate(report["coreset_per_class"])})
     tracker.log_metrics(tracker.run_id, {**flat, "select_compute_seconds": compute})

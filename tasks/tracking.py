@@ -12,22 +12,26 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from prefect.exceptions import TerminationSignal
 
-from tasks.lineage import git_commit
+from tasks.lineage import file_md5, git_commit
 from unseen.config import Params
 from unseen.training import request_stop
 
 PROBE_TIMEOUT_SECONDS = 5
+EXPERIMENT_KIND, TRAINING_RUNS = "mlflow.experimentKind", "custom_model_development"
+"""The experiment tag that makes the MLflow UI open an experiment on its training runs, not on the GenAI overview."""
 
 
 class TrackingError(RuntimeError):
@@ -98,6 +102,30 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
+    def log_tables(self, run_id: str, tables: dict[str, str]) -> None:
+        """Log Parquet tables (path -> context: `read` or `written`) as the run's MLflow datasets: the DVC md5 of the
+        file as digest, the table's params hash and data fingerprint as tags, so the UI shows each run's lineage.
+        MLflow keeps a table once per run: in a whole-pipeline run, under the stage that wrote it."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for path, context in tables.items():
+            meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+            with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that both match
+                warnings.simplefilter("ignore", UserWarning)
+                source = resolve_dataset_source(Path(path).absolute().as_uri())
+            dataset = MetaDataset(source, name=Path(path).stem, digest=file_md5(path))
+            tags = [InputTag("mlflow.data.context", context)]
+            tags += [InputTag(key, meta[key]) for key in ("unseen.params_hash", "unseen.data_fingerprint") if key in meta]
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def describe(self, run_id: str, markdown: str) -> None:
+        """The run's description in the MLflow UI (its note), e.g. the summary a user reads in the terminal."""
+        self.client.set_tag(run_id, "mlflow.note.content", markdown)
+
     @contextlib.contextmanager
     def ended(self, run_id: str) -> Iterator[str]:
         """The block's run ends FINISHED; FAILED if the block raises (a task attempt Prefect may retry); KILLED if the run
@@ -160,6 +188,8 @@ def pipeline_run(params: Params, name: str) -> Iterator[Tracker]:
     client = MlflowClient(params.tracking.uri)
     experiment = client.get_experiment_by_name(params.tracking.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(params.tracking.experiment)
+    if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND) != TRAINING_RUNS:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, TRAINING_RUNS)
     mark_abandoned_runs_killed(client, experiment_id)
     owner = {"unseen.host": socket.gethostname(), "unseen.pid": str(os.getpid())}
     run = client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), "stage": name, **owner})

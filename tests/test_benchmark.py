@@ -35,6 +35,9 @@ def _sweep(tmp, fashion_root, **changes) -> dict:
             "unseen": {  # multi-step: each step's scoring model trains inside the cell's task (a nested mapped task could deadlock)
                 "group": "unseen", "label": "UNSEEN", "select": {"method": "unseen", "steps": 2}, "by_ratio": {0.9: {"hard_cutoff": 0.1}},
             },
+            "probe": {  # its own scorer: its features and scores are made once per seed in a folder of their own
+                "group": "ablation", "label": "UNSEEN, probe scores", "scores": {"scorer": "probe", "probe": {"epochs": 2, "score_epochs": [1, 2]}},
+            },
         },
     }
     sweep.update(changes)
@@ -53,11 +56,11 @@ def sweep_run(tmp_path_factory, fashion_root, prefect_api):
 
 def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
     tmp, config, result = sweep_run
-    assert result["trained"] == 10 and result["cached"] == 0
+    assert result["trained"] == 14 and result["cached"] == 0
     table, meta = read_results(tmp / "results" / "tiny.parquet")
     rows = table.to_pylist()
     assert sorted((r["method"], r["prune_ratio"], r["seed"]) for r in rows) == sorted(
-        [(FULL, 0.0, s) for s in (0, 1)] + [(m, r, s) for m in ("random", "unseen") for r in (0.5, 0.9) for s in (0, 1)]
+        [(FULL, 0.0, s) for s in (0, 1)] + [(m, r, s) for m in ("random", "unseen", "probe") for r in (0.5, 0.9) for s in (0, 1)]
     )
     for row in rows:
         assert 0.1 < row["test_accuracy"] <= 1 and row["train_seconds"] > 0 and row["scoring_seconds"] > 0
@@ -68,7 +71,11 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bench-tests")
     cells = client.search_runs([experiment.experiment_id], "tags.stage = 'bench-cell'")
-    assert len(cells) == 10 and all(run.data.metrics["test_accuracy"] > 0.1 for run in cells)
+    assert len(cells) == 14 and all(run.data.metrics["test_accuracy"] > 0.1 for run in cells)
+    probe_prep = [p for p in (tmp / "work" / "tiny" / "seed-0").iterdir() if p.name.startswith("prep-")]
+    assert len(probe_prep) == 1 and (probe_prep[0] / "scores.parquet").is_file()  # the probe's own scores, made once for its cells
+    by_method = {r["method"]: r["scoring_seconds"] for r in rows if r["seed"] == 0}
+    assert by_method["probe"] != by_method["unseen"]  # each method is charged the scores it used
 
 
 def test_second_call_trains_nothing_and_a_changed_method_retrains_only_its_cells(sweep_run, fashion_root):
@@ -77,7 +84,7 @@ def test_second_call_trains_nothing_and_a_changed_method_retrains_only_its_cells
     tmp, config, first = sweep_run
     again = subprocess.run([UNSEEN, "bench", "--config", str(config)], cwd=tmp, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "10 cells: 0 trained now, 10 from earlier runs" in again.stdout
+    assert "14 cells: 0 trained now, 14 from earlier runs" in again.stdout
     table, _ = read_results(tmp / "results" / "tiny.parquet")
     assert sorted(table.column("test_accuracy").to_pylist()) == sorted(r["test_accuracy"] for r in first["rows"])
     changed = _sweep(tmp, fashion_root)
@@ -92,7 +99,7 @@ def test_report_is_generated_from_the_table_by_the_command(sweep_run):
     assert result.returncode == 0, result.stderr
     path = tmp / "docs" / "benchmarks.md"
     text = path.read_text()
-    assert "unseen bench-report --config" in text and "| Random |" in text and "**" in text and "cells finished: 10 of 10" in text
+    assert "unseen bench-report --config" in text and "| Random |" in text and "**" in text and "cells finished: 14 of 14" in text
     assert text.index("## Published anchors") > text.index("## Our measurements") and "2210.15809" in text
     assert (path.parent / "benchmarks" / "tiny_accuracy_vs_prune_ratio.png").stat().st_size > 0
     assert (path.parent / "benchmarks" / "tiny_scores_distributions.png").stat().st_size > 0

@@ -16,7 +16,9 @@ def pipeline_run(tmp_path_factory, fashion_root, prefect_api):
     from flows.prune import prune
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    params_file = write_params(tmp / "params.yaml", tiny_params(tmp, fashion_root))
+    params = tiny_params(tmp, fashion_root)
+    params["scores"]["seen"] = True  # the classic seen scores too, to compare
+    params_file = write_params(tmp / "params.yaml", params)
     return tmp, params_file, prune(params_file=str(params_file))
 
 
@@ -64,6 +66,35 @@ def test_mlflow_has_parent_children_and_registered_model(pipeline_run):
     model = mlflow.pytorch.load_model("models:/tiny-coreset-model@current")
     pixels = torch.rand(7, 1, 28, 28) * 255
     assert model(pixels).shape == (7, 10)  # loads without pickle, any batch size
+
+
+def test_the_run_shows_its_tables_model_and_summary_in_mlflow_and_on_the_flow_run(pipeline_run):
+    from mlflow import MlflowClient
+    from prefect.artifacts import Artifact
+
+    from tasks.lineage import file_md5
+
+    tmp, _, result = pipeline_run
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    parent = client.get_run(result["run_id"])
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs
+    logged = {}
+    for item in parent.inputs.dataset_inputs:
+        tags = {tag.key: tag.value for tag in item.tags}
+        logged[(item.dataset.name, tags["mlflow.data.context"])] = (item.dataset.digest, tags.get("unseen.params_hash"))
+    assert set(logged) == {("features", "written"), ("scores", "written"), ("coreset", "written")}  # once each: where it was made
+    outputs = tmp / "outputs"
+    assert logged[("scores", "written")][0] == file_md5(outputs / "scores.parquet")  # the DVC md5 as digest
+    assert logged[("coreset", "written")][1] == read_table(CORESET, outputs / "coreset.parquet").schema.metadata[b"unseen.params_hash"].decode()
+    note = parent.data.tags["mlflow.note.content"]
+    assert "test accuracy, coreset model" in note and "| retrain |" in note and result["run_id"] in note
+    version = client.get_model_version_by_alias("tiny-coreset-model", "current")
+    (linked,) = [output.model_id for output in parent.outputs.model_outputs]  # the parent run shows the registered model
+    assert linked in version.source and client.get_run(client.get_logged_model(linked).source_run_id).info.run_name == "retrain/coreset"
+    summary = Artifact.get("prune-summary")
+    assert "margin over random" in summary.data and summary.flow_run_id is not None
+    budgets = json.loads(Artifact.get("class-budgets").data)
+    assert len(budgets) == 10 and sum(int(row["kept"]) for row in budgets) == 1000 and {"pool", "label_issues_cut"} <= set(budgets[0])
 
 
 def test_same_params_give_the_same_coreset_and_cached_folds_are_reused(pipeline_run, fashion_root):

@@ -135,7 +135,7 @@ def small_dataset(fashion_root):
 
 
 def test_unseen_models_never_score_what_they_trained_on(small_dataset):
-    params = ScoresParams(folds=3, repeats=2, recipe=TrainRecipe(epochs=2), score_epochs=(1, 2))
+    params = ScoresParams(folds=3, repeats=2, seen=True, recipe=TrainRecipe(epochs=2), score_epochs=(1, 2))
     models = scoring_models(params)
     assert [m.name for m in models] == ["unseen_r0_f0", "unseen_r0_f1", "unseen_r0_f2", "unseen_r1_f0", "unseen_r1_f1", "unseen_r1_f2", "seen_r0", "seen_r1"]
     records = [train_scoring_model(small_dataset, m, params, seed=0, device=torch.device("cpu")) for m in models]
@@ -178,3 +178,63 @@ def test_label_issue_flags_flipped_labels_from_out_of_sample_probabilities():
     assert flags[flipped].mean() > 0.8 and flags[~flipped].mean() < 0.1
     memorized = (np.exp(5.0 * np.eye(5)[labels]) / np.exp(5.0 * np.eye(5)[labels]).sum(1, keepdims=True))[None]
     assert resolve_score("label_issue")(memorized, memorized, labels, np.ones((1, 1000))).sum() == 0  # a seen model fits the flips
+
+
+def test_scores_computed_in_chunks_equal_scores_computed_whole(monkeypatch):
+    """A record is scored in chunks of samples (bounded memory at any size); the values do not depend on the chunk."""
+    from unseen.scores import records as records_module
+
+    rng = np.random.default_rng(1)
+    n, classes = 400, 6
+    labels = rng.integers(0, classes, n)
+    logits = (rng.normal(size=(3, n, classes)) + 2.5 * np.eye(classes)[labels]).astype(np.float32)
+    record = ModelRecord(ScoringModel("unseen", 0, 0), np.arange(n), labels, (1, 2, 3), logits, rng.random((3, n)).astype(np.float32), np.zeros(n, bool))
+    specs = [SCORES[name] for name in ("el2n", "grand", "loss", "entropy", "margin", "aum", "forgetting", "label_issue")]
+    whole = records_module.record_scores(record, specs)
+    monkeypatch.setattr(records_module, "CHUNK_LOGITS", 7 * 3 * classes)  # chunks of 7 samples
+    chunked = records_module.record_scores(record, specs)
+    for name in whole:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-6, err_msg=name)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(whole["el2n"], el2n(probs, logits, labels), rtol=1e-6)
+
+
+def _clusters(n: int = 900, classes: int = 3, noise: float = 0.1, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n)
+    x = rng.normal(size=(n, 8)).astype(np.float32) + 3.0 * np.eye(classes, 8, dtype=np.float32)[true]
+    flipped = rng.random(n) < noise
+    return x, np.where(flipped, (true + 1) % classes, true), flipped
+
+
+def test_probe_scores_from_embeddings_are_held_out_deterministic_and_find_flipped_labels():
+    from sklearn.metrics import roc_auc_score
+
+    from unseen.config import ProbeRecipe
+    from unseen.scores import embedding_scores, probe_record
+
+    x, labels, flipped = _clusters()
+    params = ScoresParams(scorer="probe", folds=3, repeats=2, seen=True, probe=ProbeRecipe(epochs=4, score_epochs=(2, 4), batch_size=64))
+    table = embedding_scores(x, labels, params, seed=0)
+    again = embedding_scores(x, labels, params, seed=0)
+    for name, values in table.columns.items():
+        np.testing.assert_array_equal(values, again.columns[name], err_msg=name)
+    assert set(table.folds[:, 0]) == {0, 1, 2} and {"el2n_unseen_std", "aum_seen", "forgetting_unseen", "label_issue_unseen"} <= set(table.columns)
+    assert roc_auc_score(flipped, table.columns["el2n_unseen"]) > 0.9
+    assert table.label_issues("el2n_unseen")[flipped].mean() > 0.6
+    record = probe_record(x, labels, np.arange(len(x)), ScoringModel("unseen", 0, 1), params, num_classes=3, seed=0, device=torch.device("cpu"))
+    assert not record.trained_on[record.sample_ids].any() and record.logits.shape == (3, len(record.sample_ids), 3)
+    with pytest.raises(ValueError, match="one embedding row per train sample"):
+        probe_record(x[:-1], labels, np.arange(len(x)), ScoringModel("unseen", 0, 1), params, num_classes=3, seed=0)
+
+
+def test_the_probe_scorer_trains_on_the_embeddings_of_the_train_split(small_dataset):
+    from unseen.config import ProbeRecipe
+
+    params = ScoresParams(scorer="probe", folds=2, probe=ProbeRecipe(epochs=10, score_epochs=(9, 10), batch_size=32))
+    with pytest.raises(ValueError, match="features.parquet"):
+        train_scoring_model(small_dataset, ScoringModel("unseen", 0, 0), params, seed=0)
+    embeddings = small_dataset.train.images.flatten(1).float().numpy()[:, ::7]
+    record = train_scoring_model(small_dataset, ScoringModel("unseen", 0, 0), params, seed=0, embeddings=embeddings)
+    assert record.logits.shape == (2, len(record.sample_ids), 10) and record.epochs == (9, 10)
+    assert (record.logits.argmax(-1)[-1] == record.labels).mean() > 0.6  # a pixel probe learns Fashion-MNIST classes

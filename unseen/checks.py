@@ -16,10 +16,10 @@ import pyarrow as pa
 from unseen.budgets import budget_for, class_budgets
 from unseen.config import ParamsError, Params
 from unseen.data import ImageDataset
-from unseen.features import FeatureError, load_pretrained
+from unseen.features import FeatureError, load_pretrained, read_features
 from unseen.scores import label_issue_flags, resolve_score
 from unseen.selection import METHODS
-from unseen.tables import CORESET, FEATURES, SCORES, TableError, finite_or_raise, list_column, read_table, same_ids_or_raise
+from unseen.tables import CORESET, SCORES, TableError, finite_or_raise, read_table, same_ids_or_raise
 
 
 def check_params(params: Params) -> None:
@@ -43,19 +43,6 @@ def check_params(params: Params) -> None:
             load_pretrained(params.features.extractor.removeprefix("pretrained:"))
         except FeatureError as exc:
             raise ParamsError(str(exc)) from None
-
-
-def features_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train sample_ids, train embeddings, test embeddings) from features.parquet: every sample once, all finite."""
-    path = params.output("features.parquet")
-    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("features"))
-    train = table.column("split").to_numpy(zero_copy_only=False) == "train"
-    ids = table.column("sample_id").to_numpy()
-    same_ids_or_raise(path, ids[train], dataset.train.sample_ids, "train", FEATURES)
-    same_ids_or_raise(path, ids[~train], dataset.test.sample_ids, "test", FEATURES)
-    embedding = list_column(table, "embedding")
-    finite_or_raise(path, "embedding", embedding, ids, FEATURES)
-    return ids[train], embedding[train], embedding[~train]
 
 
 def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,7 +79,12 @@ def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:
     return table
 
 
-STAGE_INPUTS = {"features": (), "scores": (), "select": (features_input, scores_input), "retrain": (coreset_input,)}
+def _probe_features(params: Params, dataset: ImageDataset) -> None:
+    if params.scores.scorer == "probe":
+        read_features(params, dataset)
+
+
+STAGE_INPUTS = {"features": (), "scores": (_probe_features,), "select": (read_features, scores_input), "retrain": (coreset_input,)}
 
 
 def check_fits_data(params: Params, dataset: ImageDataset) -> None:

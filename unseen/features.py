@@ -10,8 +10,9 @@ from sklearn.decomposition import PCA
 from torch import nn
 from torchvision import models as tv_models
 
-from unseen.config import FeaturesParams, InputError
+from unseen.config import FeaturesParams, InputError, Params
 from unseen.data import ImageDataset
+from unseen.tables import FEATURES, finite_or_raise, list_column, read_table, same_ids_or_raise
 from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
 
 
@@ -113,3 +114,17 @@ def features_columns(dataset: ImageDataset, train: np.ndarray, test: np.ndarray)
         "label": np.concatenate([dataset.train.labels.numpy(), dataset.test.labels.numpy()]),
         "embedding": np.concatenate([train, test]),
     }
+
+
+def read_features(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train sample_ids, train embeddings, test embeddings) from features.parquet: every sample once, all finite,
+    made from this data and these features params."""
+    path = params.output("features.parquet")
+    table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("features"))
+    train = table.column("split").to_numpy(zero_copy_only=False) == "train"
+    ids = table.column("sample_id").to_numpy()
+    same_ids_or_raise(path, ids[train], dataset.train.sample_ids, "train", FEATURES)
+    same_ids_or_raise(path, ids[~train], dataset.test.sample_ids, "test", FEATURES)
+    embedding = list_column(table, "embedding")
+    finite_or_raise(path, "embedding", embedding, ids, FEATURES)
+    return ids[train], embedding[train], embedding[~train]

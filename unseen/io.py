@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
@@ -33,4 +34,13 @@ def write_json(path: str | Path, data: object) -> Path:
     """Write `data` as indented JSON, atomically: every report and result file goes through here."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Write rows (dicts with the same keys) as CSV with a header, atomically: the data files of DVC plots."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
     return Path(path)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unseen.config import TrainRecipe
+from unseen.config import ProbeRecipe, TrainRecipe
 from unseen.data import ImageDataset, Split
 from unseen.models import Classifier, build_model
 
@@ -74,7 +74,7 @@ def crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4
 EpochCallback = Callable[[int, Classifier, dict[str, float]], None]
 
 
-def lr_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe | ProbeRecipe, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per batch. one_cycle: short warm-up to `lr`, linear decay (converges in few epochs on a CPU);
     cosine: from `lr` to 0 over the run, the standard ResNet-18 recipe of CCS and UNSEEN."""
     if recipe.lr_schedule == "cosine":

@@ -1,6 +1,7 @@
 """Generalization scoring: every common pruning score, from models that never saw the sample (unseen) or did (seen).
 
 `unseen_scores(dataset, params.scores, seed=...)` trains the scoring models and returns the `ScoreTable`;
+`embedding_scores(embeddings, labels, params.scores, seed=...)` does it with probes on embeddings alone;
 `register_score(name, fn)` adds a score; the pipeline's tasks call the pieces (`train_scoring_model`,
 `save_record`, `combine_records`) one model at a time.
 """
@@ -10,6 +11,8 @@ from unseen.scores.records import (
     ModelRecord,
     ScoringModel,
     load_record,
+    probe_record,
+    record_scores,
     save_record,
     score_record,
     score_step,
@@ -18,8 +21,8 @@ from unseen.scores.records import (
     stratified_folds,
     train_scoring_model,
 )
-from unseen.scores.report import compare_seen_unseen, scores_report, seen_unseen_histograms, spread
-from unseen.scores.table import ScoreTable, combine_records, unseen_scores
+from unseen.scores.report import compare_seen_unseen, histogram_rows, scores_report, seen_unseen_histograms, spread
+from unseen.scores.table import ScoreTable, combine_records, embedding_scores, unseen_scores
 
 __all__ = [
     "SCORES",
@@ -31,8 +34,12 @@ __all__ = [
     "combine_records",
     "compare_seen_unseen",
     "difficulty",
+    "embedding_scores",
+    "histogram_rows",
     "label_issue_flags",
     "load_record",
+    "probe_record",
+    "record_scores",
     "register_score",
     "resolve_score",
     "save_record",

@@ -31,6 +31,7 @@ class ScoreSpec:
     fn: ScoreFn
     higher_is_harder: bool = True
     reference: str = ""
+    per_sample: bool = True  # False: it needs every scored sample at once, and sees the window's mean probabilities
 
     @property
     def wants_embedding_norms(self) -> bool:
@@ -47,11 +48,15 @@ class ScoreSpec:
 SCORES: dict[str, ScoreSpec] = {}
 
 
-def register_score(name: str, fn: ScoreFn, *, higher_is_harder: bool = True, reference: str = "") -> ScoreSpec:
-    """Make `fn` available by `name` in `scores.scores`; its seen and unseen columns then appear in scores.parquet."""
+def register_score(name: str, fn: ScoreFn, *, higher_is_harder: bool = True, reference: str = "", per_sample: bool = True) -> ScoreSpec:
+    """Make `fn` available by `name` in `scores.scores`; its seen and unseen columns then appear in scores.parquet.
+
+    A per-sample score is computed on chunks of samples (bounded memory at any size); one that is not (it compares
+    samples, as confident learning does) gets all of a record's samples at once, as the window's mean probabilities
+    `(1, N, C)` and their logarithms as logits."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"score name {name!r} must be lower-case letters, digits and underscores")
-    spec = ScoreSpec(name, fn, higher_is_harder, reference)
+    spec = ScoreSpec(name, fn, higher_is_harder, reference, per_sample)
     SCORES[name] = spec
     return spec
 
@@ -59,7 +64,8 @@ def register_score(name: str, fn: ScoreFn, *, higher_is_harder: bool = True, ref
 def resolve_score(entry: str) -> ScoreSpec:
     """A registered name, or `package.module:function` (imported; registered under the function's name).
 
-    An imported function may set `higher_is_harder = False` as an attribute to say that high means easy.
+    An imported function may set `higher_is_harder = False` as an attribute to say that high means easy, and
+    `per_sample = False` to get every sample of a record at once.
     """
     if entry in SCORES:
         return SCORES[entry]
@@ -69,12 +75,10 @@ def resolve_score(entry: str) -> ScoreSpec:
             fn = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"cannot import {entry!r} ({exc})") from None
-        return register_score(attribute.lower(), fn, higher_is_harder=getattr(fn, "higher_is_harder", True), reference=entry)
+        return register_score(
+            attribute.lower(), fn, higher_is_harder=getattr(fn, "higher_is_harder", True), reference=entry, per_sample=getattr(fn, "per_sample", True)
+        )
     raise ValueError(f"unknown score {entry!r}; use one of {', '.join(SCORES)} or 'package.module:function'")
-
-
-def _onehot(labels: np.ndarray, classes: int) -> np.ndarray:
-    return np.eye(classes, dtype=np.float64)[labels]
 
 
 def _true_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -82,36 +86,40 @@ def _true_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.take_along_axis(values, labels[None, :, None], axis=-1)[..., 0]
 
 
+def _errors(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(E, N): ||p - onehot(y)||, from sum(p^2) - 2 p_y + 1 (one pass over the classes, no one-hot array)."""
+    squares = np.einsum("enc,enc->en", probs, probs, dtype=np.float64)
+    return np.sqrt(np.clip(squares - 2.0 * _true_class(probs, labels) + 1.0, 0.0, None))
+
+
 def _margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(E, N): true-class logit minus the largest other logit."""
-    others = logits.astype(np.float64).copy()
-    np.put_along_axis(others, labels[None, :, None], -np.inf, axis=-1)
-    return _true_class(logits.astype(np.float64), labels) - others.max(axis=-1)
+    top2 = np.partition(logits, -2, axis=-1)[..., -2:].astype(np.float64)
+    true = _true_class(logits, labels).astype(np.float64)
+    largest_other = np.where(true >= top2[..., 1], top2[..., 0], top2[..., 1])
+    return true - largest_other
 
 
 def el2n(probs, logits, labels):
     """EL2N (Paul et al. 2021): L2 distance of the softmax from the one-hot label, averaged over epochs."""
-    return np.linalg.norm(probs - _onehot(labels, probs.shape[-1])[None], axis=-1).mean(axis=0)
+    return _errors(probs, labels).mean(axis=0)
 
 
 def grand(probs, logits, labels, embedding_norms):
     """GraNd (Paul et al. 2021) w.r.t. the last layer's weights and bias: ||p - y|| * sqrt(||h||^2 + 1), averaged."""
-    error = np.linalg.norm(probs - _onehot(labels, probs.shape[-1])[None], axis=-1)
-    return (error * np.sqrt(embedding_norms.astype(np.float64) ** 2 + 1.0)).mean(axis=0)
+    return (_errors(probs, labels) * np.sqrt(embedding_norms.astype(np.float64) ** 2 + 1.0)).mean(axis=0)
 
 
 def loss(probs, logits, labels):
     """Cross-entropy of the true class, averaged over epochs (from logits, numerically stable)."""
-    logits = logits.astype(np.float64)
     peak = logits.max(axis=-1, keepdims=True)
-    log_normalizer = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
+    log_normalizer = peak[..., 0].astype(np.float64) + np.log(np.exp(logits - peak).sum(axis=-1, dtype=np.float64))
     return (log_normalizer - _true_class(logits, labels)).mean(axis=0)
 
 
 def entropy(probs, logits, labels):
     """Entropy of the softmax, averaged over epochs: high = the model is unsure."""
-    p = probs.astype(np.float64)
-    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=-1).mean(axis=0)
+    return -np.einsum("enc,enc->en", probs, np.log(np.clip(probs, 1e-12, None)), dtype=np.float64).mean(axis=0)
 
 
 def margin(probs, logits, labels):
@@ -159,9 +167,9 @@ for _fn, _harder, _ref in (
     (margin, False, ""),
     (forgetting, True, "Toneva et al. 2019"),
     (aum, False, "Pleiss et al. 2020"),
-    (label_issue, True, "Northcutt et al. 2021 (cleanlab)"),
 ):
     register_score(_fn.__name__, _fn, higher_is_harder=_harder, reference=_ref)
+register_score("label_issue", label_issue, reference="Northcutt et al. 2021 (cleanlab)", per_sample=False)
 
 
 def label_issue_flags(columns: dict[str, np.ndarray], score_column: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Scoring models and what they record: the K-fold x R held-out design, seen models, and multi-step step models.
 
-A *scoring model* is trained with the scores recipe and records, after each epoch of the score window, the logits
-and penultimate-embedding norms of the samples it scores. Unseen models are the K fold models of R stratified
+A *scoring model* (a CNN trained with the scores recipe, or a probe on the embeddings) records, after each epoch
+of its score window, the logits and penultimate-embedding norms of the samples it scores. Unseen models are the K fold models of R stratified
 partitions (each scores the fold it held out); seen models are R models trained on the whole train split that score
 their own training samples; a multi-step step model trains on the coreset so far and scores the rest. Records are
 saved as `model_outputs` tables, so a rerun after a crash trains only the models that are missing.
@@ -21,7 +21,8 @@ from sklearn.model_selection import StratifiedKFold
 from unseen.config import ScoresParams
 from unseen.data import ImageDataset
 from unseen.models import Classifier
-from unseen.scores.functions import resolve_score
+from unseen.scores.functions import ScoreSpec, resolve_score
+from unseen.scores.probe import train_probe
 from unseen.tables import MODEL_OUTPUTS, list_column, read_table, table_meta, write_table
 from unseen.training import EpochCallback, pick_device, predict, train_model
 
@@ -83,37 +84,69 @@ class ModelRecord:
     train_seconds: float = 0.0
     record_seconds: float = 0.0
 
-    @property
-    def probs(self) -> np.ndarray:
-        shifted = self.logits - self.logits.max(axis=-1, keepdims=True)
-        exp = np.exp(shifted)
-        return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def scoring_masks(model: ScoringModel, labels: np.ndarray, params: ScoresParams, seed: int, kept: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(trained_on, scored) boolean masks over the train split: a fold model trains without its fold and scores it, a
+    seen model trains on and scores every sample, a step model trains on `kept` and scores the rest."""
+    if model.kind == "unseen":
+        fold_of = partition(labels, params.folds, seed, model.repeat)
+        return fold_of != model.fold, fold_of == model.fold
+    if model.kind == "step":
+        if kept is None:
+            raise ValueError(f"{model.name}: a step model trains on the kept samples; pass kept")
+        return kept, ~kept
+    everything = np.ones(len(labels), dtype=bool)
+    return everything, everything
+
+
+def probe_record(
+    embeddings: np.ndarray, labels: np.ndarray, sample_ids: np.ndarray, model: ScoringModel, params: ScoresParams, *, num_classes: int,
+    seed: int, device: torch.device | None = None, on_epoch: EpochCallback | None = None, kept: np.ndarray | None = None,
+) -> ModelRecord:
+    """One probe scoring model (`scores.probe`) on embeddings alone, one row per train sample: what the probe scorer
+    trains in the pipeline, and all a user with embeddings of their own needs."""
+    if len(embeddings) != len(labels):
+        raise ValueError(f"{model.name}: the probe scorer needs one embedding row per train sample ({len(embeddings)} rows, {len(labels)} labels)")
+    trained_on, scored = scoring_masks(model, labels, params, seed, kept)
+    logits, norms, train_seconds, record_seconds = train_probe(
+        embeddings, labels, trained_on, scored, params.probe, num_classes=num_classes, seed=model.seed(seed), device=device or pick_device(),
+        on_epoch=on_epoch,
+    )
+    first, last = params.probe.score_epochs
+    return ModelRecord(
+        model, sample_ids[scored], labels[scored], tuple(range(first, last + 1)), logits, norms, trained_on, train_seconds, record_seconds
+    )
 
 
 def train_scoring_model(
     dataset: ImageDataset, model: ScoringModel, params: ScoresParams, *, seed: int, device: torch.device | None = None,
-    on_epoch: EpochCallback | None = None, kept: np.ndarray | None = None,
+    on_epoch: EpochCallback | None = None, kept: np.ndarray | None = None, embeddings: np.ndarray | None = None,
 ) -> ModelRecord:
-    """Train one scoring model and record what it scores: a fold model of the K-fold x R design (trained without its
-    fold, scoring it), a seen model (all samples, scoring them), or a step model (trained on `kept`, scoring the rest)."""
+    """Train one scoring model (see `scoring_masks`) and record what it scores: a CNN on the images with
+    `scores.recipe`, or with `scores.scorer: probe` a probe on `embeddings` (features.parquet's train rows, in order)."""
     labels = dataset.train.labels.numpy()
-    if model.kind == "unseen":
-        fold_of = partition(labels, params.folds, seed, model.repeat)
-        scored, trained_on = fold_of == model.fold, fold_of != model.fold
-    elif model.kind == "step":
-        if kept is None:
-            raise ValueError(f"{model.name}: a step model trains on the kept samples; pass kept")
-        scored, trained_on = ~kept, kept
-    else:
-        scored = trained_on = np.ones(len(labels), dtype=bool)
-    return _train_and_record(dataset, model, trained_on, scored, params, seed, device, on_epoch)
+    if params.scorer == "probe":
+        if embeddings is None:
+            raise ValueError(f"{model.name}: scores.scorer=probe trains on the train embeddings of features.parquet; pass embeddings")
+        return probe_record(
+            embeddings, labels, dataset.train.sample_ids, model, params, num_classes=dataset.num_classes, seed=seed, device=device,
+            on_epoch=on_epoch, kept=kept,
+        )
+    trained_on, scored = scoring_masks(model, labels, params, seed, kept)
+    logits, norms, train_seconds, record_seconds = _train_cnn(dataset, trained_on, scored, params, model.seed(seed), device or pick_device(), on_epoch)
+    first, last = params.score_epochs
+    return ModelRecord(
+        model, dataset.train.sample_ids[scored], labels[scored], tuple(range(first, last + 1)), logits, norms, trained_on, train_seconds, record_seconds
+    )
 
 
-def _train_and_record(
-    dataset: ImageDataset, model: ScoringModel, trained_on: np.ndarray, scored: np.ndarray, params: ScoresParams, seed: int,
-    device: torch.device | None, on_epoch: EpochCallback | None,
-) -> ModelRecord:
-    """Train on the `trained_on` mask of the train split; after each window epoch record outputs on the `scored` mask."""
+def _train_cnn(
+    dataset: ImageDataset, trained_on: np.ndarray, scored: np.ndarray, params: ScoresParams, seed: int, device: torch.device,
+    on_epoch: EpochCallback | None,
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Train `scores.recipe` on the `trained_on` images; after each window epoch record logits (E, n, C) and embedding
+    norms (E, n) of the `scored` images. Returns them with the train and record seconds."""
     labels = dataset.train.labels.numpy()
     scored_positions = np.flatnonzero(scored)
     scored_images = dataset.train.images[torch.as_tensor(scored_positions)]
@@ -133,20 +166,8 @@ def _train_and_record(
         if on_epoch is not None:
             on_epoch(epoch, trained, shown)
 
-    train_model(
-        dataset, dataset.train.take(np.flatnonzero(trained_on)), params.recipe, seed=model.seed(seed), device=device or pick_device(), on_epoch=record
-    )
-    return ModelRecord(
-        model=model,
-        sample_ids=dataset.train.sample_ids[scored_positions],
-        labels=labels[scored_positions],
-        epochs=tuple(range(first, last + 1)),
-        logits=np.stack(logits).astype(np.float32),
-        embedding_norms=np.stack(norms).astype(np.float32),
-        trained_on=np.asarray(trained_on, dtype=bool),
-        train_seconds=timing["train"],
-        record_seconds=timing["record"],
-    )
+    train_model(dataset, dataset.train.take(np.flatnonzero(trained_on)), params.recipe, seed=seed, device=device, on_epoch=record)
+    return np.stack(logits).astype(np.float32), np.stack(norms).astype(np.float32), timing["train"], timing["record"]
 
 
 def step_scores(record: ModelRecord, kept: np.ndarray, score_name: str) -> np.ndarray:
@@ -159,18 +180,51 @@ def step_scores(record: ModelRecord, kept: np.ndarray, score_name: str) -> np.nd
 
 def score_step(
     dataset: ImageDataset, step: int, kept: np.ndarray, params: ScoresParams, score_name: str, *, seed: int = 0,
-    device: torch.device | None = None, on_epoch: EpochCallback | None = None,
+    device: torch.device | None = None, on_epoch: EpochCallback | None = None, embeddings: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ModelRecord]:
     """Multi-step UNSEEN: train step `step`'s model on the kept samples only and score every other sample (held out
     by construction); returns their difficulty (higher = harder) in train-split order, and the record."""
-    record = train_scoring_model(dataset, ScoringModel("step", step - 1), params, seed=seed, device=device, on_epoch=on_epoch, kept=kept)
+    record = train_scoring_model(
+        dataset, ScoringModel("step", step - 1), params, seed=seed, device=device, on_epoch=on_epoch, kept=kept, embeddings=embeddings
+    )
     return step_scores(record, kept, score_name), record
+
+
+CHUNK_LOGITS = 1 << 23
+"""Logits per chunk when scoring a record (32 MB of float32): the memory scoring takes, whatever the record's size."""
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def record_scores(record: ModelRecord, specs: list[ScoreSpec]) -> dict[str, np.ndarray]:
+    """Every score in `specs` of every sample a record covers, in the score's own direction. Per-sample scores run on
+    chunks of samples; the others on the window's mean probabilities of all of them (see `register_score`)."""
+    epochs, n, classes = record.logits.shape
+    chunk = max(1, CHUNK_LOGITS // max(1, epochs * classes))
+    values = {spec.name: np.empty(n) for spec in specs}
+    whole = [spec for spec in specs if not spec.per_sample]
+    mean_probs = np.empty((n, classes), dtype=np.float32) if whole else None
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        logits = record.logits[:, part]
+        probs = _softmax(logits)
+        for spec in specs:
+            if spec.per_sample:
+                values[spec.name][part] = spec(probs, logits, record.labels[part], record.embedding_norms[:, part])
+        if mean_probs is not None:
+            mean_probs[part] = probs.mean(axis=0)
+    for spec in whole:
+        values[spec.name] = spec(mean_probs[None], np.log(np.clip(mean_probs, 1e-30, None))[None], record.labels, record.embedding_norms.mean(0)[None])
+    return values
 
 
 def score_record(record: ModelRecord, score_name: str) -> np.ndarray:
     """One score of every sample a record covers, oriented so that higher = harder."""
     spec = resolve_score(score_name)
-    values = spec(record.probs, record.logits, record.labels, record.embedding_norms)
+    values = record_scores(record, [spec])[spec.name]
     return values if spec.higher_is_harder else -values
 
 

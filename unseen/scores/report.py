@@ -42,6 +42,21 @@ def compare_seen_unseen(columns: dict[str, np.ndarray], score_names: list[str]) 
     return metrics
 
 
+def histogram_rows(columns: dict[str, np.ndarray], name: str, bins: int = 50) -> list[dict]:
+    """One score's held-out (and, when computed, seen) histogram on a shared range, one row per bin: the data of the
+    score-distribution plot that `dvc plots` draws."""
+    present = {variant: columns[f"{name}_{variant}"] for variant in ("unseen", "seen") if f"{name}_{variant}" in columns}
+    low = min(float(values.min()) for values in present.values())
+    high = max(float(values.max()) for values in present.values())
+    edges = np.linspace(low, high if high > low else low + 1, bins + 1)
+    counts = {variant: np.histogram(values, bins=edges)[0] for variant, values in present.items()}
+    names = {"unseen": "held_out", "seen": "seen"}
+    return [
+        {"difficulty": round(float((edges[i] + edges[i + 1]) / 2), 6), **{names[v]: int(c[i]) for v, c in counts.items()}}
+        for i in range(bins)
+    ]
+
+
 def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str], path: str | Path, bins: int = 50) -> Path:
     """One PNG: a panel per score, the seen and unseen histograms overlaid on a shared range."""
     import matplotlib

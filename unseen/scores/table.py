@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from unseen.config import ScoresParams
 from unseen.data import ImageDataset
 from unseen.scores.functions import ScoreError, difficulty, label_issue_flags, resolve_score
-from unseen.scores.records import ModelRecord, scoring_models, train_scoring_model
+from unseen.scores.records import ModelRecord, probe_record, record_scores, scoring_models, train_scoring_model
 from unseen.training import EpochCallback
 
 
@@ -36,11 +37,15 @@ class ScoreTable:
         return {name: self.difficulty(name) for name in self.columns if not name.endswith("_std")}
 
 
-def combine_records(records: list[ModelRecord], scores: list[str], train_sample_ids: np.ndarray, train_labels: np.ndarray) -> ScoreTable:
+def combine_records(
+    records: Iterable[ModelRecord], scores: list[str], train_sample_ids: np.ndarray, train_labels: np.ndarray, *, repeats: int | None = None
+) -> ScoreTable:
     """Mean and std over repeats of every score (registered names or 'module:function' entries, as in
-    `scores.scores`), per variant; checks that unseen records never scored a sample they trained on."""
+    `scores.scores`), per variant; checks that unseen records never scored a sample they trained on. `records` may
+    be a generator (with `repeats` given): each record is scored and dropped before the next, so memory stays bounded."""
+    records = records if repeats is not None else list(records)
+    repeats = repeats if repeats is not None else 1 + max(r.model.repeat for r in records)
     position = {int(s): i for i, s in enumerate(train_sample_ids)}
-    repeats = 1 + max(r.model.repeat for r in records)
     folds = np.full((len(train_sample_ids), repeats), -1, dtype=np.int16)
     specs = [resolve_score(entry) for entry in scores]
     per_repeat = {(spec.name, kind): np.full((repeats, len(train_sample_ids)), np.nan) for spec in specs for kind in ("unseen", "seen")}
@@ -50,16 +55,14 @@ def combine_records(records: list[ModelRecord], scores: list[str], train_sample_
             if record.trained_on[where].any():
                 raise ValueError(f"{record.model.name} trained on samples it scores: not a held-out record")
             folds[where, record.model.repeat] = record.model.fold
-        probs = record.probs
-        for spec in specs:
-            values = spec(probs, record.logits, record.labels, record.embedding_norms)
+        for name, values in record_scores(record, specs).items():
             if not np.isfinite(values).all():
                 first = int(record.sample_ids[np.flatnonzero(~np.isfinite(values))[0]])
                 raise ScoreError(
-                    f"score {spec.name!r} returned {int((~np.isfinite(values)).sum())} NaN or inf values on {record.model.name}, first at "
+                    f"score {name!r} returned {int((~np.isfinite(values)).sum())} NaN or inf values on {record.model.name}, first at "
                     f"sample_id {first}; fix the score function or remove it from scores.scores"
                 )
-            per_repeat[(spec.name, record.model.kind)][record.model.repeat, where] = values
+            per_repeat[(name, record.model.kind)][record.model.repeat, where] = values
     table = ScoreTable(train_sample_ids, train_labels, folds)
     for (name, kind), values in per_repeat.items():
         if np.isnan(values).all():
@@ -73,9 +76,30 @@ def combine_records(records: list[ModelRecord], scores: list[str], train_sample_
 
 
 def unseen_scores(
-    dataset: ImageDataset, params: ScoresParams, *, seed: int, device: torch.device | None = None, on_epoch: EpochCallback | None = None
+    dataset: ImageDataset, params: ScoresParams, *, seed: int, device: torch.device | None = None, on_epoch: EpochCallback | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> ScoreTable:
     """Train every scoring model of `params` here, one after the other, and combine their records: the scores stage
-    in one call, for notebooks (the pipeline trains the same models as separate, cached, retrying tasks)."""
-    records = [train_scoring_model(dataset, model, params, seed=seed, device=device, on_epoch=on_epoch) for model in scoring_models(params)]
+    in one call, for notebooks (the pipeline trains the same models as separate, cached, retrying tasks). The probe
+    scorer needs `embeddings`, one row per train sample in split order."""
+    records = [
+        train_scoring_model(dataset, model, params, seed=seed, device=device, on_epoch=on_epoch, embeddings=embeddings)
+        for model in scoring_models(params)
+    ]
     return combine_records(records, list(params.scores), dataset.train.sample_ids, dataset.train.labels.numpy())
+
+
+def embedding_scores(
+    embeddings: np.ndarray, labels: np.ndarray, params: ScoresParams, *, seed: int, sample_ids: np.ndarray | None = None,
+    num_classes: int | None = None, device: torch.device | None = None,
+) -> ScoreTable:
+    """Every score from probes on embeddings alone (`scores.probe`, K folds x R repeats, and seen probes if asked):
+    for embeddings computed elsewhere, at any size. Each probe's record is scored and dropped before the next."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sample_ids = np.arange(len(labels), dtype=np.int64) if sample_ids is None else np.asarray(sample_ids)
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    records = (
+        probe_record(embeddings, labels, sample_ids, model, params, num_classes=num_classes, seed=seed, device=device)
+        for model in scoring_models(params)
+    )
+    return combine_records(records, list(params.scores), sample_ids, labels, repeats=params.repeats)

@@ -33,3 +33,13 @@ def selection_report(
         report["region_keep_ratio_min"] = float(ratio.min())
         report["region_keep_ratio_max"] = float(ratio.max())
     return report
+
+
+def class_budget_rows(report: dict, class_names: list[str], labels: np.ndarray) -> list[dict]:
+    """Per class: pool, kept and label issues cut, from a select report: the budgets a user checks first."""
+    pool = np.bincount(labels, minlength=len(class_names))
+    return [
+        {"class": name, "pool": int(pool[c]), "kept": int(report["coreset_per_class"][c]) if c < len(report["coreset_per_class"]) else 0,
+         "label_issues_cut": int(report["cut_per_class"][c]) if c < len(report["cut_per_class"]) else 0}
+        for c, name in enumerate(class_names)
+    ]

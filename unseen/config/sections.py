@@ -1,8 +1,4 @@
-"""Every knob of the pipeline, read from one params.yaml into one typed, validated object.
-
-The ground floor of the library: it imports nothing of the project and checks syntax and ranges only. Whether a
-named score or selection method exists is checked by `unseen.checks` against their registries, before a run.
-"""
+"""The sections of params.yaml as typed, validated, frozen pydantic models, and the params hash of each stage."""
 
 from __future__ import annotations
 
@@ -10,16 +6,15 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STAGES = ("features", "scores", "select", "retrain")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "features": ("seed", "data", "features"),
-    "scores": ("seed", "data", "scores"),
-    "select": ("seed", "data", "scores", "select"),
+    "scores": ("seed", "data", "features", "scores"),  # features: the probe scorer trains on the embeddings
+    "select": ("seed", "data", "features", "scores", "select"),
     "retrain": ("seed", "data", "select", "retrain"),
 }
 """The params sections each stage's outputs depend on: what its tables' params hash covers, and dvc.yaml's params."""
@@ -76,10 +71,37 @@ class FeaturesParams(_Section):
         raise ValueError(f"unknown extractor {value!r}; use one of: proxy, pixels, pretrained:<torchvision model name>")
 
 
+def _check_window(window: tuple[int, int], epochs: int, where: str) -> None:
+    first, last = window
+    if not 1 <= first <= last <= epochs:
+        raise ValueError(f"{where} {list(window)} must satisfy 1 <= first <= last <= epochs ({epochs})")
+
+
+class ProbeRecipe(_Section):
+    """A probe scoring model on the embeddings of features.parquet: a linear layer, or one hidden ReLU layer."""
+
+    model: Literal["linear", "mlp"] = "linear"
+    hidden: int = Field(256, ge=1)  # mlp only
+    epochs: int = Field(20, ge=1)
+    score_epochs: tuple[int, int] = (11, 20)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0005, ge=0)
+    lr_schedule: Literal["one_cycle", "cosine"] = "one_cycle"
+
+    @model_validator(mode="after")
+    def _window_inside_training(self) -> "ProbeRecipe":
+        _check_window(self.score_epochs, self.epochs, "probe.score_epochs")
+        return self
+
+
 class ScoresParams(_Section):
+    scorer: Literal["cnn", "probe"] = "cnn"  # cnn: fold models trained on the images (recipe); probe: on the embeddings (probe)
     folds: int = Field(2, ge=2)
     repeats: int = Field(1, ge=1)
-    seen: bool = True
+    seen: bool = False
+    probe: ProbeRecipe = ProbeRecipe()
     scores: tuple[str, ...] = ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum", "label_issue")
     recipe: TrainRecipe = TrainRecipe(epochs=10)
     score_epochs: tuple[int, int] = (6, 10)
@@ -102,11 +124,7 @@ class ScoresParams(_Section):
 
     @model_validator(mode="after")
     def _window_inside_training(self) -> "ScoresParams":
-        first, last = self.score_epochs
-        if not 1 <= first <= last <= self.recipe.epochs:
-            raise ValueError(
-                f"score_epochs {list(self.score_epochs)} must satisfy 1 <= first <= last <= recipe.epochs ({self.recipe.epochs})"
-            )
+        _check_window(self.score_epochs, self.recipe.epochs, "score_epochs")
         return self
 
 
@@ -226,75 +244,3 @@ class Params(_Section):
     def run_hash(self) -> str:
         """The params hash of a whole run: every section any stage depends on (run reports, benchmark cells)."""
         return self.section_hash(*sorted({section for sections in STAGE_PARAMS.values() for section in sections}))
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ParamsError(f"--set {dotted}: {part!r} is a value, not a section")
-        node = child
-    node[leaf] = value
-
-
-def format_validation_error(source: str, error: ValidationError, what: str = "params") -> str:
-    """One line per problem, each naming the dotted key: how every invalid params or sweep file is reported."""
-    lines = [f"{source}: invalid {what}"]
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key, remove it or check its spelling" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML would silently keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [(self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1) for key_node, _ in node.value]
-        for index, (key, line) in enumerate(keys):
-            if key in [k for k, _ in keys[:index]]:
-                raise ParamsError(f"line {line}: key {key!r} is given twice; keep one")
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict[str, Any]:
-    """A YAML file whose top level is a non-empty mapping, or a ParamsError naming the file (`hint`: what to pass instead)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: {what} file not found; {hint}")
-    try:
-        tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    except ParamsError as exc:
-        raise ParamsError(f"{path}: {exc}") from None
-    if tree is None:
-        raise ParamsError(f"{path}: the file is empty; write the sections to change (an empty mapping {{}} keeps every default)")
-    if not isinstance(tree, dict):
-        raise ParamsError(f"{path}: the top level must be a mapping of sections")
-    return tree
-
-
-def validate_params(tree: dict[str, Any], source: str) -> Params:
-    """A params tree as typed Params, or a ParamsError that names `source` and every bad key."""
-    try:
-        return Params.model_validate(tree)
-    except ValidationError as exc:
-        raise ParamsError(format_validation_error(source, exc)) from None
-
-
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    """Read a params file and apply `key.sub=value` overrides (values parsed as YAML)."""
-    tree = read_yaml_mapping(path, "params", "pass --params FILE or run from the project folder")
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key:
-            raise ParamsError(f"--set {override!r}: expected KEY=VALUE, e.g. --set select.prune_ratio=0.7")
-        try:
-            _set_dotted(tree, key.strip(), yaml.safe_load(raw))
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"--set {override!r}: the value is not valid YAML ({' '.join(str(exc).split())}); quote it or fix it") from None
-    return validate_params(tree, str(path))

@@ -1,0 +1,74 @@
+"""What a finished run shows its users, in one wording everywhere: printed in the terminal, written as the MLflow
+run's description, and published as Prefect artifacts on the flow run page (also for scheduled runs)."""
+
+from __future__ import annotations
+
+import csv
+
+from unseen.config import Params
+
+SEED_NOISE_TIERS = ("full", "cpu", "noise")
+"""Benchmark tiers whose results tables the run summary reads for the seed std, first found first."""
+
+
+def seed_noise_line(prune_ratio: float) -> str:
+    """How much one seed's margin can move by chance: the benchmark's seed std of random at the nearest prune ratio."""
+    from benchmarks.sweep import read_results
+    from benchmarks.tables import summarize
+    from unseen.tables import TableError
+
+    for tier in SEED_NOISE_TIERS:
+        try:
+            table, _ = read_results(f"benchmarks/results/{tier}.parquet")
+        except (TableError, OSError):
+            continue
+        summary = {key: value for key, value in summarize(table.to_pylist()).items() if key[0] == "random"}
+        if summary:
+            (_, ratio), (_, std, seeds) = min(summary.items(), key=lambda item: abs(item[0][1] - prune_ratio))
+            return (f"the seed std of random at {round(100 * ratio)}% pruning in the benchmark (tier {tier}, {seeds} seeds) is {std:.2f} points: "
+                    "a margin within about twice that can be chance")
+    return "no benchmark results here to compare with one seed's noise (see docs/benchmarks.md)"
+
+
+def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
+    """The coreset, both test accuracies, the margin next to the seed noise, and the registered model."""
+    if "test_accuracy_coreset" not in metrics:
+        return []
+    return [
+        f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})",
+        f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}",
+        f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}",
+        f"margin over random: {100 * (metrics['test_accuracy_coreset'] - metrics['test_accuracy_random']):+.2f} points; "
+        f"{seed_noise_line(params.select.prune_ratio)}",
+        f"registered model: {params.tracking.registered_model} version {int(metrics['model_version'])} (alias @current)",
+    ]
+
+
+def run_markdown(params: Params, reports: list, run_link: str) -> str:
+    """The run summary as Markdown: results, each stage's wall and compute time, and where the run is tracked."""
+    metrics = {k: v for report in reports for k, v in report.metrics.items()}
+    lines = ["## UNSEEN prune run", "", *[f"- {line}" for line in result_lines(params, metrics)], "",
+             "| stage | wall s | compute s |", "|---|---|---|"]
+    lines += [f"| {r.name} | {r.wall_seconds:.1f} | {r.compute_seconds:.1f} |" for r in reports]
+    return "\n".join([*lines, "", f"MLflow run: {run_link}", f"params hash: `{params.run_hash()}`"])
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page on an MLflow server, or how to open it for a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {tracking_uri} (open with `.venv/bin/mlflow ui --backend-store-uri {tracking_uri}`)"
+
+
+def publish_run(params: Params, tracker, reports: list) -> str:
+    """The summary as the MLflow run's description and, on the flow run page, a Markdown artifact and a table
+    artifact of the per-class budgets (the select stage's class_budgets.csv). Returns the Markdown."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    markdown = run_markdown(params, reports, run_link(tracker.uri, tracker.experiment_id, tracker.run_id))
+    tracker.describe(tracker.run_id, markdown)
+    create_markdown_artifact(markdown, key="prune-summary", description="coreset, accuracies against random, stage times")
+    with open(params.output("plots", "class_budgets.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    create_table_artifact(rows, key="class-budgets", description="per class: pool, kept, label issues cut")
+    return markdown

@@ -1,0 +1,50 @@
+"""Every knob of the pipeline, read from one params.yaml into one typed, validated object.
+
+The ground floor of the library: it imports nothing else of the project and checks syntax and ranges only. Whether
+a named score or selection method exists is checked by `unseen.checks` against their registries, before a run.
+"""
+
+from unseen.config.files import format_validation_error, load_params, read_yaml_mapping, validate_params
+from unseen.config.sections import (
+    DATASETS,
+    MODELS,
+    STAGE_PARAMS,
+    STAGES,
+    DaskParams,
+    DataParams,
+    FeaturesParams,
+    InputError,
+    OrchestrationParams,
+    Params,
+    ParamsError,
+    ProbeRecipe,
+    RetrainParams,
+    ScoresParams,
+    SelectParams,
+    TrackingParams,
+    TrainRecipe,
+)
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "STAGES",
+    "STAGE_PARAMS",
+    "DaskParams",
+    "DataParams",
+    "FeaturesParams",
+    "InputError",
+    "OrchestrationParams",
+    "Params",
+    "ParamsError",
+    "ProbeRecipe",
+    "RetrainParams",
+    "ScoresParams",
+    "SelectParams",
+    "TrackingParams",
+    "TrainRecipe",
+    "format_validation_error",
+    "load_params",
+    "read_yaml_mapping",
+    "validate_params",
+]
