@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, unmapped
 
 from benchmarks.machine import describe, machine
+from benchmarks.tables import summarize
 from benchmarks.sweep import (
     FULL,
     FULL_LONG,
@@ -85,6 +86,21 @@ def _copy_score_reports(sweep, params: Params, first: bool) -> None:
             shutil.copyfile(source, tmp)
 
 
+def _publish_accuracy(sweep, rows: list[dict]) -> None:
+    """The sweep's accuracy table (mean test accuracy % per method and prune ratio) on the flow run page."""
+    from prefect.artifacts import create_table_artifact
+
+    summary = summarize(rows)
+    table = [
+        {"method": method, **{f"prune {round(100 * r)}%": f"{summary[(method, r)][0]:.2f} ± {summary[(method, r)][1]:.2f} ({summary[(method, r)][2]})"
+                              for r in sweep.prune_ratios if (method, r) in summary}}
+        for method in sweep.methods
+    ]
+    full = summary.get((FULL, 0.0))
+    table.insert(0, {"method": "full data", **({"prune 0%": f"{full[0]:.2f} ± {full[1]:.2f} ({full[2]})"} if full else {})})
+    create_table_artifact(table, key=f"bench-{sweep.name.replace('_', '-')}", description=f"test accuracy % (mean ± std (seeds)) of sweep {sweep.name}")
+
+
 @flow(name="benchmark", task_runner=DEFAULT_RUNNER)
 def benchmark(config_file: str) -> dict:
     """Run (or resume) the sweep in `config_file`; returns the rows, how many cells trained now and how many were cached."""
@@ -131,6 +147,7 @@ def benchmark(config_file: str) -> dict:
                     failed.append(cell.name)
             wall = earlier + time.perf_counter() - started
             write_results(sweep, rows, command=f"unseen bench --config {config_file}", machine=describe(machine()), wall_seconds=f"{wall:.1f}")
+    _publish_accuracy(sweep, rows)
     if failed:
         raise RuntimeError(f"{len(failed)} cells failed ({', '.join(failed[:5])}...); rerun `unseen bench` to retry only them")
     return {"rows": rows, "trained": trained, "cached": len(rows) - trained, "wall_seconds": time.perf_counter() - started}

@@ -1,5 +1,6 @@
 """The benchmark sweep through the real flow on 1,000 Fashion-MNIST samples: results table, resume cache, report."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,11 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
     experiment = client.get_experiment_by_name("bench-tests")
     cells = client.search_runs([experiment.experiment_id], "tags.stage = 'bench-cell'")
     assert len(cells) == 14 and all(run.data.metrics["test_accuracy"] > 0.1 for run in cells)
+    from prefect.artifacts import Artifact
+
+    published = json.loads(Artifact.get("bench-tiny").data)  # the accuracy table on the flow run page
+    assert published[0]["method"] == "full data" and {row["method"] for row in published[1:]} == {"random", "unseen", "probe"}
+    assert all("prune 50%" in row and "prune 90%" in row for row in published[1:])
     probe_prep = [p for p in (tmp / "work" / "tiny" / "seed-0").iterdir() if p.name.startswith("prep-")]
     assert len(probe_prep) == 1 and (probe_prep[0] / "scores.parquet").is_file()  # the probe's own scores, made once for its cells
     by_method = {r["method"]: r["scoring_seconds"] for r in rows if r["seed"] == 0}
