@@ -87,13 +87,14 @@ def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> 
         "| coreset cost / full training |",
         "|---|---|---|---|---|",
     ]
+    default_method = seed_params(sweep, sweep.seeds[0]).select.method  # a method that does not name one selects with it
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
-        select = sweep.methods[method].select
-        uses_score = select.get("method") not in ("random", "random_class_balanced", *FEATURE_ONLY)
-        uses_features = select.get("method") in (*FEATURE_ONLY, "d2_pruning", "unseen")
+        name = sweep.methods[method].select.get("method") or default_method
+        uses_score = name not in ("random", "random_class_balanced", *FEATURE_ONLY)
+        uses_features = name in (*FEATURE_ONLY, "d2_pruning", "unseen")
         charged = _mean((r["scoring_seconds"] if uses_score else 0.0) + (r["features_seconds"] if uses_features else 0.0) for r in mine)
         selection, retrain = _mean(r["selection_seconds"] for r in mine), _mean(r["train_seconds"] for r in mine)
         multiple = (charged + selection) / full_train

@@ -340,6 +340,8 @@ CASES = [
     Case("label out of range (cifar)", RUN, cifar_label_out_of_range, ("1 test labels outside 0..9, first at sample_id 3",)),
     # tables
     Case("input table missing", SELECT, lambda f: None, ("{outputs}/features.parquet: table not found; run `unseen stage features`",)),
+    Case("probe scorer without features", ("stage", "scores"), setting("scores", scorer="probe"),
+         ("{outputs}/features.parquet: table not found; run `unseen stage features`",)),
     Case("wrong kind of table", SELECT, wrong_kind, ("{outputs}/features.parquet: this is a 'scores' table, expected 'features'",)),
     Case("not a Parquet file", SELECT, not_parquet, ("{outputs}/features.parquet: not a readable Parquet file", "delete it and rerun `unseen stage features`")),
     Case("other schema version", SELECT, other_schema_version,
