@@ -180,24 +180,29 @@ def noise_lines(report_paths: list[Path]) -> list[str]:
 
 def scorer_lines(sweep: BenchmarkConfig) -> list[str]:
     """For methods with a scorer or extractor of their own: how their held-out difficulty ranks the samples against
-    the sweep's own scores (Spearman of `select.score`, mean over the seeds whose tables are there)."""
+    the reported method's scores (or the sweep's own, without one): Spearman of `select.score`, mean over seeds."""
     from scipy.stats import spearmanr
 
-    own = [m for m, spec in sweep.methods.items() if spec.scores or spec.features]
+    own = [m for m, spec in sweep.methods.items() if (spec.scores or spec.features) and m != sweep.reported]
     rhos = defaultdict(list)
     for seed in sweep.seeds:
         base = seed_params(sweep, seed)
-        if not base.output("scores.parquet").is_file():
-            continue
-        reference = pq.read_table(base.output("scores.parquet"), columns=[base.select.score]).column(0).to_numpy()
-        for method in own:
-            cell = cell_params(sweep, base, Cell(method, sweep.prune_ratios[0], seed), pool_size=len(reference))
+
+        def scores_of(method: str):
+            cell = cell_params(sweep, base, Cell(method, sweep.prune_ratios[0], seed), pool_size=1)
             path = prep_params(base, cell).output("scores.parquet")
-            if path.is_file():
-                values = pq.read_table(path, columns=[cell.select.score]).column(0).to_numpy()
+            return pq.read_table(path, columns=[cell.select.score]).column(0).to_numpy() if path.is_file() else None
+
+        reference = scores_of(sweep.reported) if sweep.reported else None
+        if reference is None and base.output("scores.parquet").is_file():
+            reference = pq.read_table(base.output("scores.parquet"), columns=[base.select.score]).column(0).to_numpy()
+        for method in own if reference is not None else []:
+            values = scores_of(method)
+            if values is not None:
                 rhos[method].append(float(spearmanr(reference, values).statistic))
     if not rhos:
         return []
-    lines = [f"Spearman correlation of each scorer's held-out difficulty (`{base.select.score}`) with the sweep's own scores "
+    against = f"the reported method's ({sweep.methods[sweep.reported].label})" if sweep.reported else "the sweep's own"
+    lines = [f"Spearman correlation of each scorer's held-out difficulty (`{base.select.score}`) with {against} scores "
              "(mean over seeds): how much the scorer changes the ranking.", "", "| method | Spearman | seeds |", "|---|---|---|"]
     return lines + [f"| {sweep.methods[m].label} | {statistics.fmean(v):.3f} | {len(v)} |" for m, v in rhos.items()]

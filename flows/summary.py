@@ -7,7 +7,7 @@ import csv
 
 from unseen.config import Params
 
-SEED_NOISE_TIERS = ("full", "cpu", "noise")
+SEED_NOISE_TIERS = ("full", "scorers", "cpu", "noise")
 """Benchmark tiers whose results tables the run summary reads for the seed std, first found first."""
 
 

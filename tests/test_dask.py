@@ -36,7 +36,9 @@ def _run_like_the_cli(tmp, fashion_root, orchestration: dict):
     from flows.cli import _flow_with_runner
 
     tmp.mkdir()
-    params_file = write_params(tmp / "params.yaml", tiny_params(tmp, fashion_root, orchestration=orchestration, select={"steps": 2}))
+    params = tiny_params(tmp, fashion_root, orchestration=orchestration, select={"steps": 2})
+    params["scores"]["seen"] = True  # the seen model runs on a worker too
+    params_file = write_params(tmp / "params.yaml", params)
     state = _flow_with_runner(prune, load_params(params_file))(params_file=str(params_file), return_state=True)
     return state.result(), state.state_details.flow_run_id
 

@@ -37,7 +37,7 @@ def fault_params(folder: Path, fashion_root: Path, **sections) -> Path:
         fashion_root,
         data={"train_subset": 1000, "test_subset": 200},
         features={"extractor": "pixels", "pca_components": 8},
-        scores={"folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting", "label_issue"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
+        scores={"scorer": "cnn", "folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting", "label_issue"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
         retrain={"recipe": {"epochs": 1}},
         orchestration={"retries": 1, "retry_delay_seconds": 0, "max_workers": 1, "torch_threads": 1},
     )

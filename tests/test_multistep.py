@@ -16,7 +16,7 @@ def test_multistep_grows_by_held_out_steps(fashion_root):
     labels = dataset.train.labels.numpy()
     features = dataset.train.images.flatten(1).numpy().astype(np.float32)[:, ::8] / 255.0
     first_scores = np.random.default_rng(0).random(len(labels))
-    scoring = ScoresParams(recipe=TrainRecipe(epochs=1), score_epochs=(1, 1))
+    scoring = ScoresParams(scorer="cnn", recipe=TrainRecipe(epochs=1), score_epochs=(1, 1))
     records = []
 
     def scorer(step, kept):

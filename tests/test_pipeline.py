@@ -11,14 +11,18 @@ from tests.conftest import tiny_params, write_params
 from unseen.tables import CORESET, FEATURES, SCORES, read_table
 
 
+def _pipeline_params(tmp, fashion_root) -> dict:
+    params = tiny_params(tmp, fashion_root)
+    params["scores"].update(scorer="cnn", seen=True)  # the paper's CNN fold models end to end, and the classic seen scores
+    return params
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, fashion_root, prefect_api):
     from flows.prune import prune
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    params = tiny_params(tmp, fashion_root)
-    params["scores"]["seen"] = True  # the classic seen scores too, to compare
-    params_file = write_params(tmp / "params.yaml", params)
+    params_file = write_params(tmp / "params.yaml", _pipeline_params(tmp, fashion_root))
     return tmp, params_file, prune(params_file=str(params_file))
 
 
@@ -103,7 +107,7 @@ def test_same_params_give_the_same_coreset_and_cached_folds_are_reused(pipeline_
     tmp, _, first = pipeline_run
     again = tmp / "again"
     again.mkdir()
-    prune(params_file=str(write_params(again / "params.yaml", tiny_params(again, fashion_root))))
+    prune(params_file=str(write_params(again / "params.yaml", _pipeline_params(again, fashion_root))))
     for table in ("scores.parquet", "coreset.parquet"):
         assert pq.read_table(tmp / "outputs" / table).equals(pq.read_table(again / "outputs" / table))
     rerun = prune(params_file=str(tmp / "params.yaml"))

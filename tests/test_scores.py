@@ -135,7 +135,7 @@ def small_dataset(fashion_root):
 
 
 def test_unseen_models_never_score_what_they_trained_on(small_dataset):
-    params = ScoresParams(folds=3, repeats=2, seen=True, recipe=TrainRecipe(epochs=2), score_epochs=(1, 2))
+    params = ScoresParams(scorer="cnn", folds=3, repeats=2, seen=True, recipe=TrainRecipe(epochs=2), score_epochs=(1, 2))
     models = scoring_models(params)
     assert [m.name for m in models] == ["unseen_r0_f0", "unseen_r0_f1", "unseen_r0_f2", "unseen_r1_f0", "unseen_r1_f1", "unseen_r1_f2", "seen_r0", "seen_r1"]
     records = [train_scoring_model(small_dataset, m, params, seed=0, device=torch.device("cpu")) for m in models]
@@ -157,7 +157,7 @@ def test_unseen_models_never_score_what_they_trained_on(small_dataset):
 
 
 def test_scoring_is_deterministic_for_a_seed(small_dataset):
-    params = ScoresParams(folds=2, recipe=TrainRecipe(epochs=1), score_epochs=(1, 1))
+    params = ScoresParams(scorer="cnn", folds=2, recipe=TrainRecipe(epochs=1), score_epochs=(1, 1))
     model = ScoringModel("unseen", 0, 0)
     a = train_scoring_model(small_dataset, model, params, seed=5, device=torch.device("cpu"))
     b = train_scoring_model(small_dataset, model, params, seed=5, device=torch.device("cpu"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -11,6 +13,15 @@ from torchvision import models as tv_models
 from unseen.io import atomic_path
 
 _INIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Draw a new model's initial weights from `seed`: torch's global generator is shared by the threads of a local
+    run, so models built at the same time in two threads would otherwise get each other's draws."""
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class Classifier(nn.Module):
@@ -61,8 +72,7 @@ def build_model(name: str, num_classes: int, image_shape: tuple[int, int, int], 
     }
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; use one of: {', '.join(builders)}")
-    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         backbone, embed_dim = builders[name]()
         return Classifier(backbone, embed_dim, num_classes)
 

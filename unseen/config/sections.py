@@ -97,7 +97,7 @@ class ProbeRecipe(_Section):
 
 
 class ScoresParams(_Section):
-    scorer: Literal["cnn", "probe"] = "cnn"  # cnn: fold models trained on the images (recipe); probe: on the embeddings (probe)
+    scorer: Literal["cnn", "probe"] = "probe"  # cnn: fold models trained on the images (recipe); probe: on the embeddings (probe)
     folds: int = Field(2, ge=2)
     repeats: int = Field(1, ge=1)
     seen: bool = False

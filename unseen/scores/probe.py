@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unseen.config import ProbeRecipe
+from unseen.models import seeded_init
 from unseen.training import EpochCallback, check_stop, lr_scheduler
 
 
@@ -65,12 +66,12 @@ def train_probe(
     """Train a probe on the `trained_on` rows and record, after each epoch of `recipe.score_epochs`, the logits
     (E, n, C) and embedding norms (E, n) of the `scored` rows. Returns them with the train and record seconds.
     Batches are gathered and standardised one at a time, so the embeddings are never copied whole."""
-    torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
     train_rows, scored_rows = torch.from_numpy(np.flatnonzero(trained_on)), torch.from_numpy(np.flatnonzero(scored))
     mean, std = _moments(x, train_rows)
     y = torch.as_tensor(labels, dtype=torch.int64)
-    probe = Probe(recipe, x.shape[1], num_classes).to(device)
+    with seeded_init(seed):
+        probe = Probe(recipe, x.shape[1], num_classes).to(device)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(recipe.batch_size, len(train_rows))
     steps = math.ceil(len(train_rows) / batch_size)
