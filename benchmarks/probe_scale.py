@@ -23,8 +23,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES, DIM, NOISE, FOLDS = 1000, 512, 0.1, 5
-PROBE = {"batch_size": 4096, "epochs": 2, "score_epochs": (1, 2), "lr": 0.5}
-"""The probe recipe at this scale: large batches and two epochs (a linear probe on a million samples converges fast)."""
+PROBE = {"batch_size": 4096, "epochs": 1, "score_epochs": (1, 1), "lr": 0.5}
+"""The probe recipe at this scale: large batches and one epoch (a linear probe sees a million samples in one pass;
+a second epoch doubles the time: 2 epochs took 50.4 s at 100k, against 10 minutes for the whole job at 1.28M)."""
 
 
 def embeddings(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

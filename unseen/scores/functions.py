@@ -52,8 +52,8 @@ def register_score(name: str, fn: ScoreFn, *, higher_is_harder: bool = True, ref
     """Make `fn` available by `name` in `scores.scores`; its seen and unseen columns then appear in scores.parquet.
 
     A per-sample score is computed on chunks of samples (bounded memory at any size); one that is not (it compares
-    samples, as confident learning does) gets all of a record's samples at once, as the window's mean probabilities
-    `(1, N, C)` and their logarithms as logits."""
+    samples, as confident learning does) gets all of a record's samples at once: the window's mean probabilities
+    `(1, N, C)`, no logits (None: a second N x C array would double its memory), the labels and mean norms."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"score name {name!r} must be lower-case letters, digits and underscores")
     spec = ScoreSpec(name, fn, higher_is_harder, reference, per_sample)

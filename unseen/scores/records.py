@@ -217,7 +217,7 @@ def record_scores(record: ModelRecord, specs: list[ScoreSpec]) -> dict[str, np.n
         if mean_probs is not None:
             mean_probs[part] = probs.mean(axis=0)
     for spec in whole:
-        values[spec.name] = spec(mean_probs[None], np.log(np.clip(mean_probs, 1e-30, None))[None], record.labels, record.embedding_norms.mean(0)[None])
+        values[spec.name] = spec(mean_probs[None], None, record.labels, record.embedding_norms.mean(0)[None])
     return values
 
 

@@ -63,6 +63,7 @@ def combine_records(
                     f"sample_id {first}; fix the score function or remove it from scores.scores"
                 )
             per_repeat[(name, record.model.kind)][record.model.repeat, where] = values
+        del record  # before the next record is made: never two records' outputs in memory at once
     table = ScoreTable(train_sample_ids, train_labels, folds)
     for (name, kind), values in per_repeat.items():
         if np.isnan(values).all():
