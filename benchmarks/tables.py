@@ -189,7 +189,7 @@ def scorer_lines(sweep: BenchmarkConfig) -> list[str]:
         base = seed_params(sweep, seed)
 
         def scores_of(method: str):
-            cell = cell_params(sweep, base, Cell(method, sweep.prune_ratios[0], seed), pool_size=1)
+            cell = cell_params(sweep, base, Cell(method, sweep.prune_ratios[0], seed), pool_size=1000)  # the scores, not the budget, matter
             path = prep_params(base, cell).output("scores.parquet")
             return pq.read_table(path, columns=[cell.select.score]).column(0).to_numpy() if path.is_file() else None
 

@@ -36,8 +36,8 @@ def _sweep(tmp, fashion_root, **changes) -> dict:
             "unseen": {  # multi-step: each step's scoring model trains inside the cell's task (a nested mapped task could deadlock)
                 "group": "unseen", "label": "UNSEEN", "select": {"method": "unseen", "steps": 2}, "by_ratio": {0.9: {"hard_cutoff": 0.1}},
             },
-            "probe": {  # its own scorer: its features and scores are made once per seed in a folder of their own
-                "group": "ablation", "label": "UNSEEN, probe scores", "scores": {"scorer": "probe", "probe": {"epochs": 2, "score_epochs": [1, 2]}},
+            "cnn": {  # its own scorer: its features and scores are made once per seed in a folder of their own
+                "group": "ablation", "label": "UNSEEN, CNN fold scores", "scores": {"scorer": "cnn"},
             },
         },
     }
@@ -61,7 +61,7 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
     table, meta = read_results(tmp / "results" / "tiny.parquet")
     rows = table.to_pylist()
     assert sorted((r["method"], r["prune_ratio"], r["seed"]) for r in rows) == sorted(
-        [(FULL, 0.0, s) for s in (0, 1)] + [(m, r, s) for m in ("random", "unseen", "probe") for r in (0.5, 0.9) for s in (0, 1)]
+        [(FULL, 0.0, s) for s in (0, 1)] + [(m, r, s) for m in ("random", "unseen", "cnn") for r in (0.5, 0.9) for s in (0, 1)]
     )
     for row in rows:
         assert 0.1 < row["test_accuracy"] <= 1 and row["train_seconds"] > 0 and row["scoring_seconds"] > 0
@@ -76,12 +76,12 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
     from prefect.artifacts import Artifact
 
     published = json.loads(Artifact.get("bench-tiny").data)  # the accuracy table on the flow run page
-    assert published[0]["method"] == "full data" and {row["method"] for row in published[1:]} == {"random", "unseen", "probe"}
+    assert published[0]["method"] == "full data" and {row["method"] for row in published[1:]} == {"random", "unseen", "cnn"}
     assert all("prune 50%" in row and "prune 90%" in row for row in published[1:])
-    probe_prep = [p for p in (tmp / "work" / "tiny" / "seed-0").iterdir() if p.name.startswith("prep-")]
-    assert len(probe_prep) == 1 and (probe_prep[0] / "scores.parquet").is_file()  # the probe's own scores, made once for its cells
+    own_prep = [p for p in (tmp / "work" / "tiny" / "seed-0").iterdir() if p.name.startswith("prep-")]
+    assert len(own_prep) == 1 and (own_prep[0] / "scores.parquet").is_file()  # the CNN method's own scores, made once for its cells
     by_method = {r["method"]: r["scoring_seconds"] for r in rows if r["seed"] == 0}
-    assert by_method["probe"] != by_method["unseen"]  # each method is charged the scores it used
+    assert by_method["cnn"] != by_method["unseen"]  # each method is charged the scores it used
 
 
 def test_second_call_trains_nothing_and_a_changed_method_retrains_only_its_cells(sweep_run, fashion_root):
