@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.selection_scale import class_clusters
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES, DIM, NOISE, FOLDS = 1000, 512, 0.1, 5
 PROBE = {"batch_size": 4096, "epochs": 1, "score_epochs": (1, 1), "lr": 0.5}
@@ -31,11 +33,7 @@ a second epoch doubles the time: 2 epochs took 50.4 s at 100k, against 10 minute
 def embeddings(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings, observed labels, flipped mask): class clusters that overlap, so samples differ in difficulty."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, CLASSES, n)
-    centres = rng.normal(scale=0.15, size=(CLASSES, DIM)).astype(np.float32)
-    x = rng.standard_normal((n, DIM), dtype=np.float32)
-    for start in range(0, n, 65536):  # in chunks: no second N x D temporary
-        x[start : start + 65536] += centres[labels[start : start + 65536]]
+    x, labels = class_clusters(n, CLASSES, DIM, 0.15, rng)
     flipped = rng.random(n) < NOISE
     observed = labels.copy()
     observed[flipped] = (labels[flipped] + rng.integers(1, CLASSES, int(flipped.sum()))) % CLASSES

@@ -24,13 +24,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPES = {10_000: (100, 512), 100_000: (100, 512), 1_281_167: (1000, 512)}
 
 
-def synthetic(n: int, classes: int, dim: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
+def class_clusters(n: int, classes: int, dim: int, centre_scale: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels): unit Gaussian clusters around random class centres, the shape of a backbone's embeddings."""
     labels = rng.integers(0, classes, n)
-    centres = rng.normal(scale=2.0, size=(classes, dim)).astype(np.float32)
+    centres = rng.normal(scale=centre_scale, size=(classes, dim)).astype(np.float32)
     features = rng.standard_normal((n, dim), dtype=np.float32)
     for start in range(0, n, 65536):  # in chunks: no second N x D temporary
         features[start : start + 65536] += centres[labels[start : start + 65536]]
+    return features, labels
+
+
+def synthetic(n: int, classes: int, dim: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    features, labels = class_clusters(n, classes, dim, 2.0, rng)
     scores = rng.gamma(2.0, 0.2, n).astype(np.float32)
     return scores, features, labels
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import os
 import signal
 import sys
 import time
@@ -26,10 +28,11 @@ ParamsOption = Annotated[str, typer.Option("--params", "-p", help="params file")
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set select.prune_ratio=0.7 (repeatable)")]
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
+def _tracking_error() -> type[Exception]:
+    """Imported only when an error reaches the command: a typo in params is reported before torch or MLflow load."""
     from tasks.tracking import TrackingError
 
-    return (InputError, TrackingError)
+    return TrackingError
 
 
 ENVIRONMENT_ERRORS = {
@@ -87,7 +90,7 @@ def _print_summary(result: dict, wall: float) -> None:
     for report in result["stages"]:
         table.add_row(report.name, f"{report.wall_seconds:.1f}", f"{report.compute_seconds:.1f}", ", ".join(report.outputs))
     console.print(table)
-    from flows.summary import result_lines
+    from flows.summary import result_lines, run_link
 
     for line in result_lines(params, {k: v for report in result["stages"] for k, v in report.metrics.items()}):
         console.print(line)
@@ -101,8 +104,7 @@ def _print_summary(result: dict, wall: float) -> None:
     )
     if "lineage" in result:
         console.print(f"DVC lineage: {result['lineage']}")
-    console.print(f"MLflow run id: {result['run_id']}")
-    console.print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri} --host 127.0.0.1 --port 5000")
+    console.print(f"MLflow run: {run_link(params.tracking.uri, result['experiment_id'], result['run_id'])}")
 
 
 def _is_stop(exc: BaseException) -> bool:
@@ -157,7 +159,9 @@ def _run_flow(flow_name: str, params_file: str, overrides: list[str], stages: tu
             server.wait_ready()
             flow = getattr(flows.prune, flow_name)
             result = _flow_with_runner(flow, params)(params_file=params_file, overrides=overrides, **flow_kwargs)
-    except _user_errors() as exc:
+    except InputError as exc:
+        _fail(exc)
+    except _tracking_error() as exc:
         _fail(exc)
     except OSError as exc:
         _environment_error(exc)
@@ -222,7 +226,9 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
             preflight(params, ("features", "scores"))  # data and tracking store checked before the sweep starts
             server.wait_ready()
             result = _flow_with_runner(benchmark, params)(config_file=config)
-    except _user_errors() as exc:
+    except InputError as exc:
+        _fail(exc)
+    except _tracking_error() as exc:
         _fail(exc)
     except OSError as exc:
         _environment_error(exc)
@@ -240,7 +246,9 @@ def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
         from benchmarks.sweep import load_sweep
 
         path = write_report(load_sweep(config), config)
-    except _user_errors() as exc:
+    except InputError as exc:
+        _fail(exc)
+    except _tracking_error() as exc:
         _fail(exc)
     except OSError as exc:
         _environment_error(exc)
@@ -248,7 +256,19 @@ def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
 
 
 def main() -> None:
-    app()
+    """Run the command, then exit without tearing the interpreter down: freeing torch, MLflow and Prefect module by
+    module takes seconds and does nothing a user needs. Exit handlers (log and event flushes) still run; a crash
+    keeps Python's own exit and traceback."""
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 if __name__ == "__main__":

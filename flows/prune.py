@@ -79,6 +79,7 @@ def prune(params_file: str = "params.yaml", overrides: list[str] | None = None) 
         lineage = record_lineage(params_file, overrides or [])
     return {
         "run_id": tracker.run_id,
+        "experiment_id": tracker.experiment_id,
         "stages": reports,
         "lineage": lineage,
         "lineage_seconds": time.perf_counter() - lineage_started,
@@ -95,4 +96,4 @@ def stage(name: str, params_file: str = "params.yaml", overrides: list[str] | No
     preflight(params, (name,))
     with outputs_lock(params), workers_reach_this_api(), pipeline_run(params, name) as tracker:
         report = run_stage(name, params, tracker)
-    return {"run_id": tracker.run_id, "stages": [report], "flow_seconds": time.perf_counter() - started, "params": params}
+    return {"run_id": tracker.run_id, "experiment_id": tracker.experiment_id, "stages": [report], "flow_seconds": time.perf_counter() - started, "params": params}

@@ -53,11 +53,23 @@ def run_markdown(params: Params, reports: list, run_link: str) -> str:
     return "\n".join([*lines, "", f"MLflow run: {run_link}", f"params hash: `{params.run_hash()}`"])
 
 
+TRAINING_VIEW = "workflowType=machine_learning"
+"""MLflow 3.17's UI opens an experiment on its GenAI overview unless the link asks for the training-runs view (the
+experiment's kind tag does not decide it: benchmarks/mlflow_ui_check.py)."""
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_page(server: str, experiment_id: str, run_id: str | None = None) -> str:
+    """An MLflow UI page in the training-runs view: the experiment's runs, or one run."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{server.rstrip('/')}/{page}?{TRAINING_VIEW}"
+
+
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """The run's page on an MLflow server, or how to open it for a local store."""
+    """The run's page on the MLflow server, or, for a local store, the command that serves it and the page."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"run {run_id} in {tracking_uri} (open with `.venv/bin/mlflow ui --backend-store-uri {tracking_uri}`)"
+        return ui_page(tracking_uri, experiment_id, run_id)
+    return f"{ui_page(LOCAL_UI, experiment_id, run_id)} after `.venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000`"
 
 
 def publish_run(params: Params, tracker, reports: list) -> str:

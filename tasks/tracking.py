@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow sends usage reports unless told not to: runs stay offline
+import mlflow  # noqa: E402
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
@@ -31,7 +32,8 @@ from unseen.training import request_stop
 
 PROBE_TIMEOUT_SECONDS = 5
 EXPERIMENT_KIND, TRAINING_RUNS = "mlflow.experimentKind", "custom_model_development"
-"""The experiment tag that makes the MLflow UI open an experiment on its training runs, not on the GenAI overview."""
+"""MLflow's record that the experiment holds model-training runs; the UI's view itself follows the link
+(flows.summary.ui_page)."""
 
 
 class TrackingError(RuntimeError):

@@ -28,3 +28,16 @@ def test_overrides_reach_the_params(tmp_path):
     path = write_params(tmp_path / "params.yaml", yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text()))
     params = load_params(path, ["select.prune_ratio=0.7", "data.name=imagefolder", "data.root=/srv/images"])
     assert params.select.prune_ratio == 0.7 and params.data.name == "imagefolder" and params.data.root == "/srv/images"
+
+
+def test_bad_params_are_refused_before_torch_mlflow_or_prefect_load(tmp_path):
+    """A typo in params costs a second, not the ten that the pipeline's imports take."""
+    path = write_params(tmp_path / "params.yaml", yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text()))
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows.cli", "run", "--params", str(path), "--set", "select.prune_ratio=1.5"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "select.prune_ratio" in result.stderr and imported, result.stderr[-500:]
+    assert not imported & {"torch", "mlflow", "prefect", "sklearn"}

@@ -81,7 +81,7 @@ def test_the_run_shows_its_tables_model_and_summary_in_mlflow_and_on_the_flow_ru
     tmp, _, result = pipeline_run
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     parent = client.get_run(result["run_id"])
-    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     logged = {}
     for item in parent.inputs.dataset_inputs:
         tags = {tag.key: tag.value for tag in item.tags}
@@ -91,7 +91,8 @@ def test_the_run_shows_its_tables_model_and_summary_in_mlflow_and_on_the_flow_ru
     assert logged[("scores", "written")][0] == file_md5(outputs / "scores.parquet")  # the DVC md5 as digest
     assert logged[("coreset", "written")][1] == read_table(CORESET, outputs / "coreset.parquet").schema.metadata[b"unseen.params_hash"].decode()
     note = parent.data.tags["mlflow.note.content"]
-    assert "test accuracy, coreset model" in note and "| retrain |" in note and result["run_id"] in note
+    assert "test accuracy, coreset model" in note and "| retrain |" in note
+    assert f"#/experiments/{parent.info.experiment_id}/runs/{result['run_id']}?workflowType=machine_learning" in note  # the runs view
     version = client.get_model_version_by_alias("tiny-coreset-model", "current")
     (linked,) = [output.model_id for output in parent.outputs.model_outputs]  # the parent run shows the registered model
     assert linked in version.source and client.get_run(client.get_logged_model(linked).source_run_id).info.run_name == "retrain/coreset"

@@ -149,14 +149,16 @@ def label_issue(probs, logits, labels):
     a seen model that fitted its labels flags almost nothing."""
     from cleanlab.filter import find_label_issues
 
-    mean_probs = probs.mean(axis=0)
+    mean_probs = probs[0] if len(probs) == 1 else probs.mean(axis=0)  # no N x C copy for one epoch (whole-set records)
     present = np.bincount(labels, minlength=mean_probs.shape[1]) > 0
     if present.sum() < 2:
         return np.zeros(len(labels))
-    columns = np.flatnonzero(present)  # cleanlab wants every class it is given to occur in the labels
-    renumbered = np.searchsorted(columns, labels)
-    restricted = mean_probs[:, columns] / mean_probs[:, columns].sum(axis=1, keepdims=True)
-    return find_label_issues(renumbered, restricted, filter_by="prune_by_noise_rate", n_jobs=1).astype(np.float64)
+    if not present.all():  # cleanlab wants every class it is given to occur in the labels
+        columns = np.flatnonzero(present)
+        labels = np.searchsorted(columns, labels)
+        mean_probs = mean_probs[:, columns]
+        mean_probs /= mean_probs.sum(axis=1, keepdims=True)
+    return find_label_issues(labels, mean_probs, filter_by="prune_by_noise_rate", n_jobs=1).astype(np.float64)
 
 
 for _fn, _harder, _ref in (

@@ -199,14 +199,13 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def record_scores(record: ModelRecord, specs: list[ScoreSpec]) -> dict[str, np.ndarray]:
-    """Every score in `specs` of every sample a record covers, in the score's own direction. Per-sample scores run on
-    chunks of samples; the others on the window's mean probabilities of all of them (see `register_score`)."""
+def sample_scores(record: ModelRecord, specs: list[ScoreSpec]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The per-sample scores of `specs` on a record, computed on chunks of samples, and the window's mean
+    probabilities (n, C) when a whole-set score needs them (else None)."""
     epochs, n, classes = record.logits.shape
     chunk = max(1, CHUNK_LOGITS // max(1, epochs * classes))
-    values = {spec.name: np.empty(n) for spec in specs}
-    whole = [spec for spec in specs if not spec.per_sample]
-    mean_probs = np.empty((n, classes), dtype=np.float32) if whole else None
+    values = {spec.name: np.empty(n) for spec in specs if spec.per_sample}
+    mean_probs = np.empty((n, classes), dtype=np.float32) if any(not spec.per_sample for spec in specs) else None
     for start in range(0, n, chunk):
         part = slice(start, start + chunk)
         logits = record.logits[:, part]
@@ -216,9 +215,18 @@ def record_scores(record: ModelRecord, specs: list[ScoreSpec]) -> dict[str, np.n
                 values[spec.name][part] = spec(probs, logits, record.labels[part], record.embedding_norms[:, part])
         if mean_probs is not None:
             mean_probs[part] = probs.mean(axis=0)
-    for spec in whole:
-        values[spec.name] = spec(mean_probs[None], None, record.labels, record.embedding_norms.mean(0)[None])
-    return values
+    return values, mean_probs
+
+
+def whole_set_scores(specs: list[ScoreSpec], mean_probs: np.ndarray | None, labels: np.ndarray, mean_norms: np.ndarray) -> dict[str, np.ndarray]:
+    """The scores of `specs` that need all of a record's samples at once (see `register_score`), on its mean probabilities."""
+    return {spec.name: spec(mean_probs[None], None, labels, mean_norms[None]) for spec in specs if not spec.per_sample}
+
+
+def record_scores(record: ModelRecord, specs: list[ScoreSpec]) -> dict[str, np.ndarray]:
+    """Every score in `specs` of every sample a record covers, in the score's own direction."""
+    values, mean_probs = sample_scores(record, specs)
+    return {**values, **whole_set_scores(specs, mean_probs, record.labels, record.embedding_norms.mean(0))}
 
 
 def score_record(record: ModelRecord, score_name: str) -> np.ndarray:

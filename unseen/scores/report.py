@@ -72,7 +72,7 @@ def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str
         low = min(float(values.min()) for _, values in present)
         high = max(float(values.max()) for _, values in present)
         for (variant, values), color in zip(present, ("#c0504d", "#3b6ea8")):
-            axis.hist(values, bins=bins, range=(low, high if high > low else low + 1), alpha=0.55, color=color, label=variant)
+            axis.hist(values, bins=bins, range=(low, high if high > low else low + 1), histtype="stepfilled", alpha=0.55, color=color, label=variant)
         axis.set(title=name, xlabel="difficulty (higher = harder)", ylabel="samples")
         axis.legend(fontsize=8)
     for axis in list(axes.flat)[len(score_names) :]:

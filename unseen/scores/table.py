@@ -11,7 +11,7 @@ import torch
 from unseen.config import ScoresParams
 from unseen.data import ImageDataset
 from unseen.scores.functions import ScoreError, difficulty, label_issue_flags, resolve_score
-from unseen.scores.records import ModelRecord, probe_record, record_scores, scoring_models, train_scoring_model
+from unseen.scores.records import ModelRecord, probe_record, sample_scores, scoring_models, train_scoring_model, whole_set_scores
 from unseen.training import EpochCallback
 
 
@@ -50,20 +50,24 @@ def combine_records(
     specs = [resolve_score(entry) for entry in scores]
     per_repeat = {(spec.name, kind): np.full((repeats, len(train_sample_ids)), np.nan) for spec in specs for kind in ("unseen", "seen")}
     for record in records:
-        where = np.fromiter((position[int(s)] for s in record.sample_ids), dtype=np.int64, count=len(record.sample_ids))
-        if record.model.kind == "unseen":
+        model, sample_ids, labels, mean_norms = record.model, record.sample_ids, record.labels, record.embedding_norms.mean(0)
+        where = np.fromiter((position[int(s)] for s in sample_ids), dtype=np.int64, count=len(sample_ids))
+        if model.kind == "unseen":
             if record.trained_on[where].any():
-                raise ValueError(f"{record.model.name} trained on samples it scores: not a held-out record")
-            folds[where, record.model.repeat] = record.model.fold
-        for name, values in record_scores(record, specs).items():
+                raise ValueError(f"{model.name} trained on samples it scores: not a held-out record")
+            folds[where, model.repeat] = model.fold
+        scored, mean_probs = sample_scores(record, specs)
+        del record  # its outputs go before the whole-set scores copy the probabilities, and before the next record is made
+        scored.update(whole_set_scores(specs, mean_probs, labels, mean_norms))
+        del mean_probs
+        for name, values in scored.items():
             if not np.isfinite(values).all():
-                first = int(record.sample_ids[np.flatnonzero(~np.isfinite(values))[0]])
+                first = int(sample_ids[np.flatnonzero(~np.isfinite(values))[0]])
                 raise ScoreError(
-                    f"score {name!r} returned {int((~np.isfinite(values)).sum())} NaN or inf values on {record.model.name}, first at "
+                    f"score {name!r} returned {int((~np.isfinite(values)).sum())} NaN or inf values on {model.name}, first at "
                     f"sample_id {first}; fix the score function or remove it from scores.scores"
                 )
-            per_repeat[(name, record.model.kind)][record.model.repeat, where] = values
-        del record  # before the next record is made: never two records' outputs in memory at once
+            per_repeat[(name, model.kind)][model.repeat, where] = values
     table = ScoreTable(train_sample_ids, train_labels, folds)
     for (name, kind), values in per_repeat.items():
         if np.isnan(values).all():
