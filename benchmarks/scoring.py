@@ -1,8 +1,9 @@
 """Cost of held-out scoring: recording overhead as a fraction of the scoring models' training time, and samples/s.
 
 Trains the scoring models that params.yaml asks for (K fold models per repeat, and the seen models) on the
-configured data, exactly as the scores stage does, and writes benchmarks/results/scoring.json.
-Usage: .venv/bin/python benchmarks/scoring.py [--set KEY=VALUE ...]
+configured data, exactly as the scores stage does, and writes benchmarks/results/scoring.json. The probe scorer reads
+the embeddings of outputs/features.parquet (run the features stage first).
+Usage: .venv/bin/python benchmarks/scoring.py --set scores.scorer=cnn --set scores.seen=true [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from unseen.io import write_json
 
 from unseen.config import load_params
 from unseen.data import load_dataset
+from unseen.features import read_features
 from unseen.scores import scoring_models, train_scoring_model
 from unseen.training import pick_device
 
@@ -29,10 +31,11 @@ def main() -> None:
     overrides = [arg for arg in sys.argv[1:] if arg != "--set"]
     params = load_params(REPO / "params.yaml", overrides)
     dataset = load_dataset(params.data, params.seed)
+    embeddings = read_features(params, dataset)[1] if params.scores.scorer == "probe" else None
     rows = []
-    for model in scoring_models(params.scoring):
+    for model in scoring_models(params.scores):
         started = time.perf_counter()
-        record = train_scoring_model(dataset, model, params.scoring, seed=params.seed, device=pick_device())
+        record = train_scoring_model(dataset, model, params.scores, seed=params.seed, device=pick_device(), embeddings=embeddings)
         wall = time.perf_counter() - started
         recorded = len(record.sample_ids) * len(record.epochs)
         rows.append(
@@ -55,6 +58,8 @@ def main() -> None:
         "command": " ".join(["python benchmarks/scoring.py", *sys.argv[1:]]),
         "machine": machine(),
         "train_split": len(dataset.train),
+        "scorer": params.scores.scorer,
+        "batch_size": params.scores.batch_size,
         "folds": params.scores.folds,
         "repeats": params.scores.repeats,
         "epochs": params.scores.recipe.epochs,

@@ -180,6 +180,24 @@ def test_label_issue_flags_flipped_labels_from_out_of_sample_probabilities():
     assert resolve_score("label_issue")(memorized, memorized, labels, np.ones((1, 1000))).sum() == 0  # a seen model fits the flips
 
 
+def test_label_issues_of_a_fold_missing_a_class_leave_the_probabilities_as_they_were():
+    """A class with no sample in the fold is dropped from the probabilities cleanlab sees (it requires every class to
+    occur), on a copy: the caller's mean probabilities are not changed."""
+    from cleanlab.filter import find_label_issues
+
+    rng = np.random.default_rng(2)
+    true = rng.integers(0, 4, 600)
+    labels = np.where(rng.random(600) < 0.2, (true + 1) % 4, true)
+    logits = 3.0 * np.eye(6)[true] + rng.normal(size=(600, 6))  # classes 4 and 5 occur in no label
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)[None]
+    before = probs.copy()
+    flags = resolve_score("label_issue")(probs, None, labels, np.ones((1, 600)))
+    kept = probs[0][:, :4] / probs[0][:, :4].sum(1, keepdims=True)
+    np.testing.assert_array_equal(flags, find_label_issues(labels, kept, filter_by="prune_by_noise_rate", n_jobs=1))
+    np.testing.assert_array_equal(probs, before)
+    assert flags.sum() > 50
+
+
 def test_scores_computed_in_chunks_equal_scores_computed_whole(monkeypatch):
     """A record is scored in chunks of samples (bounded memory at any size); the values do not depend on the chunk."""
     from unseen.scores import records as records_module
