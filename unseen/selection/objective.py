@@ -17,6 +17,7 @@ because a per-sample preference for the hardest samples cost accuracy at every p
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -119,9 +120,8 @@ def _greedy(
     remaining = quotas.copy()
     out = {name: np.full(n, np.nan, dtype=np.float32) for name in TERMS}
     order = np.full(n, -1, dtype=np.int32)
-    available = available & ~preselected
+    open_ = available & ~preselected & (remaining[region] > 0)  # kept up to date below: a pick closes its row, a full region its rows
     for step in range(int(quotas.sum())):
-        open_ = available & (remaining[region] > 0)
         candidates = np.flatnonzero(open_)
         # (n+1)^2 * |(S + z_i)/(n+1) - mu|^2 = |z_i|^2 + 2 z_i.S - 2(n+1) z_i.mu + const
         mmd_growth = norms[candidates] + 2 * picked_dot[candidates] - 2 * (count + 1) * toward_target[candidates]
@@ -136,16 +136,19 @@ def _greedy(
         pick = int(candidates[best])
         out["importance_term"][pick] = rank[pick]
         out["alignment_term"][pick] = alignment[best]
-        out["diversity_term"][pick] = np.clip(nearest[pick], 0.0, 1.0)
+        out["diversity_term"][pick] = min(max(float(nearest[pick]), 0.0), 1.0)
         similarity = z @ z[pick]
         picked_dot += similarity
         np.maximum(nearest, similarity, out=nearest)
         picked_sum += z[pick]
         count += 1
-        available[pick] = False
+        open_[pick] = False
         remaining[region[pick]] -= 1
+        if remaining[region[pick]] == 0:
+            open_[region == region[pick]] = False
         order[pick] = step
-        out["class_mmd_after"][pick] = np.sqrt(max(float(((picked_sum / count - target) ** 2).sum()), 0.0))
+        gap = picked_sum / count - target
+        out["class_mmd_after"][pick] = math.sqrt(max(float(gap @ gap), 0.0))
     return {"order": order, **out}
 
 
