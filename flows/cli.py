@@ -104,7 +104,7 @@ def _print_summary(result: dict, wall: float) -> None:
     )
     if "lineage" in result:
         console.print(f"DVC lineage: {result['lineage']}")
-    console.print(f"MLflow run: {run_link(params.tracking.uri, result['experiment_id'], result['run_id'])}")
+    console.print(f"MLflow run: {run_link(params.tracking.uri, result['experiment_id'], result['run_id'])}", soft_wrap=True)  # the URL stays whole
 
 
 def _is_stop(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@ SIGTERM (as `timeout` and service managers send it) stop a real `unseen run` wit
 MLflow runs marked KILLED, the outputs lock released and no partial table; the rerun resumes from the cache."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,3 +69,4 @@ def test_ctrl_c_stops_the_run_and_the_rerun_resumes_and_completes(tmp_path, fash
                            env={key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"})
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert (tmp_path / "outputs" / "metrics.json").is_file()
+    assert re.search(r"^MLflow run: http://127\.0\.0\.1:5000/#/experiments/\w+/runs/\w+\?workflowType=machine_learning ", rerun.stdout, re.M), rerun.stdout[-1000:]
