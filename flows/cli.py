@@ -50,6 +50,19 @@ def _environment_error(exc: OSError) -> None:
     _fail(OSError(f"{exc.filename or exc.strerror}: {ENVIRONMENT_ERRORS[exc.errno]}"))
 
 
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Bad input, an unusable tracking store and the OS errors of ENVIRONMENT_ERRORS end the command in one line."""
+    try:
+        yield
+    except InputError as exc:
+        _fail(exc)
+    except _tracking_error() as exc:
+        _fail(exc)
+    except OSError as exc:
+        _environment_error(exc)
+
+
 def _fail(exc: Exception) -> None:
     errors.print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)  # unwrapped: paths stay whole
     raise typer.Exit(2)
@@ -148,7 +161,7 @@ def _stoppable() -> Iterator[None]:
 def _run_flow(flow_name: str, params_file: str, overrides: list[str], stages: tuple[str, ...], **flow_kwargs) -> None:
     """Preflight, then the `prune` or `stage` flow of flows/prune.py on the temporary Prefect server, then the summary;
     bad input, environment errors and stop signals end in one line."""
-    try:
+    with _one_line_errors():
         params = load_params(params_file, overrides)
         from flows.server import temporary_api_server
 
@@ -159,12 +172,6 @@ def _run_flow(flow_name: str, params_file: str, overrides: list[str], stages: tu
             server.wait_ready()
             flow = getattr(flows.prune, flow_name)
             result = _flow_with_runner(flow, params)(params_file=params_file, overrides=overrides, **flow_kwargs)
-    except InputError as exc:
-        _fail(exc)
-    except _tracking_error() as exc:
-        _fail(exc)
-    except OSError as exc:
-        _environment_error(exc)
     _print_summary(result, time.perf_counter() - STARTED)
 
 
@@ -212,7 +219,7 @@ ConfigOption = Annotated[str, typer.Option("--config", "-c", help="sweep file, e
 @app.command()
 def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
     """Run (or resume) a benchmark sweep: methods x prune ratios x seeds, results in benchmarks/results/<name>.parquet."""
-    try:
+    with _one_line_errors():
         from benchmarks.sweep import load_sweep, seed_params
 
         sweep = load_sweep(config)
@@ -226,12 +233,6 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
             preflight(params, ("features", "scores"))  # data and tracking store checked before the sweep starts
             server.wait_ready()
             result = _flow_with_runner(benchmark, params)(config_file=config)
-    except InputError as exc:
-        _fail(exc)
-    except _tracking_error() as exc:
-        _fail(exc)
-    except OSError as exc:
-        _environment_error(exc)
     console.print(
         f"{len(result['rows'])} cells: {result['trained']} trained now, {result['cached']} from earlier runs; "
         f"{result['wall_seconds']:.1f} s -> {sweep.results_table}\nreport: .venv/bin/unseen bench-report --config {config}"
@@ -241,17 +242,11 @@ def bench(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
 @app.command("bench-report")
 def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
     """Generate the benchmark report (docs/benchmarks.md and its figures) from the sweep's results table."""
-    try:
+    with _one_line_errors():
         from benchmarks.report import write_report
         from benchmarks.sweep import load_sweep
 
         path = write_report(load_sweep(config), config)
-    except InputError as exc:
-        _fail(exc)
-    except _tracking_error() as exc:
-        _fail(exc)
-    except OSError as exc:
-        _environment_error(exc)
     console.print(f"wrote {path}")
 
 

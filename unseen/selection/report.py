@@ -19,9 +19,10 @@ def mmd_to_train_and_test(
     z = fourier_features(both, fourier_dim, median_bandwidth(both, rng), rng)
     train = z[: len(features)]
     targets = {"train": train.mean(0), "test": z[len(features) :].mean(0)}
+    means = {name: train[mask].mean(0) for name, mask in subsets.items()}
     return {
-        f"mmd_to_{target}_{name}": float(np.linalg.norm(train[mask].mean(0) - centre))
-        for target, centre in targets.items() for name, mask in subsets.items()
+        f"mmd_to_{target}_{name}": float(np.linalg.norm(mean - centre))
+        for target, centre in targets.items() for name, mean in means.items()
     }
 
 
