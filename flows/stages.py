@@ -31,7 +31,7 @@ class StageReport:
 
 def features_stage(params: Params, tracker: Tracker) -> StageReport:
     compute = with_retries(params, features_task)(params, tracker)
-    return StageReport("features", [str(params.output("features.parquet"))], compute_seconds=compute)
+    return StageReport("features", [str(params.output("features.parquet")), str(params.output("skipped_images.parquet"))], compute_seconds=compute)
 
 
 def scores_stage(params: Params, tracker: Tracker) -> StageReport:
@@ -76,7 +76,7 @@ def stage_tables(name: str, params: Params) -> dict[str, str]:
         "features": [], "scores": ["features.parquet"] if params.scores.scorer == "probe" else [],
         "select": ["features.parquet", "scores.parquet"], "retrain": ["coreset.parquet"],
     }[name]
-    writes = {"features": ["features.parquet"], "scores": ["scores.parquet"], "select": ["coreset.parquet"], "retrain": []}[name]
+    writes = {"features": ["features.parquet", "skipped_images.parquet"], "scores": ["scores.parquet"], "select": ["coreset.parquet"], "retrain": []}[name]
     return {**{str(params.output(t)): "read" for t in reads}, **{str(params.output(t)): "written" for t in writes}}
 
 

@@ -1,17 +1,20 @@
-"""The features stage as a Prefect task: embeddings of every train and test sample into features.parquet."""
+"""The features stage as a Prefect task: embeddings of every train and test sample into features.parquet, and the
+image files left out as unreadable into skipped_images.parquet."""
 
 from __future__ import annotations
 
 import time
 
-from prefect import task
+import numpy as np
+
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
 from tasks.tracking import Tracker
 from unseen.config import Params
 from unseen.features import extract_features, features_columns
-from unseen.tables import FEATURES, write_table
+from unseen.tables import FEATURES, SKIPPED_IMAGES, write_table
 from unseen.training import pick_device
 
 
@@ -31,5 +34,19 @@ def features_task(params: Params, tracker: Tracker) -> float:
             FEATURES, features_columns(dataset, train, test), params.output("features.parquet"),
             params_hash=params.stage_hash("features"), data_fingerprint=dataset.fingerprint, extractor=params.features.extractor,
         )
-        tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute})
+        skipped = params.output("skipped_images.parquet")
+        write_table(
+            SKIPPED_IMAGES,
+            {
+                "sample_id": np.array([s.sample_id for s in dataset.skipped], dtype=np.int64),
+                "split": np.array([s.split for s in dataset.skipped], dtype=object),
+                "file": np.array([s.file for s in dataset.skipped], dtype=object),
+                "error": np.array([s.error for s in dataset.skipped], dtype=object),
+            },
+            skipped, params_hash=params.stage_hash("features"), data_fingerprint=dataset.fingerprint,
+        )
+        if dataset.skipped:
+            tracker.log_artifact(run_id, skipped)
+            get_run_logger().warning(f"[features] {len(dataset.skipped)} unreadable image files left out, listed in {skipped}")
+        tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute, "skipped_images": len(dataset.skipped)})
     return compute

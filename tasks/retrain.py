@@ -55,7 +55,7 @@ def _log_model(params: Params, tracker: Tracker, run_id: str, model: PixelClassi
     from mlflow.models import infer_signature
 
     dataset = dataset_for(params)
-    example = dataset.test.images[:4].float().numpy()
+    example = dataset.test.first(4).float().numpy()
     with torch.inference_mode():
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     with tracker.active(run_id):

@@ -175,6 +175,29 @@ TWO_CLASSES = {"train": {"ant": 10, "bee": 10}, "test": {"ant": 2, "bee": 2}}
 ONE_CLASS = {"train": {"ant": 20}, "test": {"ant": 4}}
 
 
+def manifest_case(edit: Callable[[list[tuple]], list[tuple]], *, classes: list[str] | None = None, header: str = "path,label,split,id",
+                  missing: tuple | None = None, extra_label: str | None = None) -> Callable[[Folder], None]:
+    """images/list.csv over 12 written PNGs (a0..a5 ant, b0..b5 bee; the last of each class is test); `edit` changes the
+    rows, `missing` inserts a row for a file that is not there as row 3, `extra_label` relabels row 3."""
+    def apply(folder: Folder) -> None:
+        root = folder.data("manifest", subfolder="images", **({"classes": classes} if classes else {}))
+        folder.params["data"]["root"] = str(root / "list.csv")
+        rows = []
+        for cls in ("ant", "bee"):
+            for k in range(6):
+                write_png(root / f"{cls[0]}{k}.png", np.full((8, 8, 3), 40 * k, dtype=np.uint8))
+                rows.append((f"{cls[0]}{k}.png", cls, "test" if k == 5 else "train", str(len(rows))))
+        if missing:
+            rows.insert(2, (*missing, "99"))
+        if extra_label:
+            rows[2] = (rows[2][0], extra_label, *rows[2][2:])
+        rows = edit(rows)
+        width = len(header.split(","))
+        (root / "list.csv").write_text(header + "\n" + "".join(",".join(row[:width]) + "\n" for row in rows))
+
+    return apply
+
+
 def broken_png(root: Path) -> None:
     (root / "train" / "bee" / "broken.png").write_bytes(b"\x00garbage, not a png\xff" * 4)
 
@@ -279,7 +302,7 @@ CASES = [
     Case("unknown method", RUN, setting("select", method="topk"), ("select.method: unknown method 'topk'; use one of: unseen, random,",)),
     Case("unknown model", RUN, nested("scores.recipe.model", "vgg16"), ("scores.recipe.model: Input should be 'small_cnn', 'mlp' or 'resnet18'",)),
     Case("unknown data set", RUN, setting("data", name="mnist"),
-         ("data.name: Input should be 'fashion-mnist', 'cifar10', 'cifar100' or 'imagefolder'",)),
+         ("data.name: Input should be 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder' or 'manifest'",)),
     Case("unknown extractor", RUN, setting("features", extractor="resnet18"), ("features.extractor", "proxy, pixels, pretrained:<torchvision model name>")),
     Case("pretrained without a name", RUN, setting("features", extractor="pretrained:"), ("features.extractor: Value error, unknown extractor",)),
     Case("unknown pretrained model", RUN, setting("features", extractor="pretrained:resnet9000"),
@@ -334,7 +357,15 @@ CASES = [
          ("class folders differ between {root}/data/train (['ant', 'bee']) and {root}/data/test (['ant', 'cat'])",)),
     Case("test folder missing", RUN, image_folder({"train": {"ant": 10, "bee": 10}}), ("{root}/data/test does not exist",)),
     Case("train folder missing", RUN, image_folder({"test": {"ant": 10, "bee": 10}}), ("{root}/data/train does not exist",)),
-    Case("images of two sizes", RUN, image_folder(TWO_CLASSES, bigger_image), ("differ in size", "resize them to one size")),
+    Case("images of two sizes", RUN, image_folder(TWO_CLASSES, bigger_image), ("differ in size", "set data.image_size")),
+    Case("manifest file missing", RUN, manifest_case(lambda rows: rows, missing=("gone.png", "ant", "train")),
+         ("manifest {root}/images/list.csv: row 3: {root}/images/gone.png does not exist", "fix the path or remove the row")),
+    Case("manifest duplicate ids", RUN, manifest_case(lambda rows: [(*row[:3], "7" if i in (1, 4) else str(i)) for i, row in enumerate(rows)]),
+         ("manifest {root}/images/list.csv: rows 2 and 5 share the id '7'", "ids must be unique")),
+    Case("manifest label not in the class list", RUN, manifest_case(lambda rows: rows, classes=["ant", "bee"], extra_label="wasp"),
+         ("manifest {root}/images/list.csv: row 3 has label 'wasp', not in the class list ['ant', 'bee']", "data.classes")),
+    Case("manifest same file twice", RUN, manifest_case(lambda rows: rows + [rows[0]]), ("rows 1 and 13 list the same file 'a0.png'", "keep one")),
+    Case("manifest without a label column", RUN, manifest_case(lambda rows: rows, header="path,split"), ("needs a 'path' and a 'label' column",)),
     Case("one class", RUN, image_folder(ONE_CLASS), ("imagefolder: the train split holds one class ('ant')", "at least two classes")),
     Case("label out of range (idx)", RUN, fashion_label_out_of_range, ("2 train labels outside 0..9, first at sample_id 7",)),
     Case("label out of range (cifar)", RUN, cifar_label_out_of_range, ("1 test labels outside 0..9, first at sample_id 3",)),

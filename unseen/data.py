@@ -1,23 +1,23 @@
-"""Image data sets as in-memory uint8 tensors, keyed by each sample's index in the official split."""
+"""Image data sets: the torchvision sets as in-memory uint8 tensors keyed by each sample's index in the official split,
+and image files (ImageFolder trees, manifests) in memory or streamed from disk, keyed by ids from their paths."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import os
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import datasets
-from torchvision.transforms.v2.functional import pil_to_tensor
 
-from unseen.config import DataParams, InputError
-from unseen.io import atomic_path
 from unseen.budgets import class_budgets, random_subset
+from unseen.config import DataParams
+from unseen.images import DataError, Decoding, ImageFiles, Images, decode_all, decode_image, index_folder, list_image_folder, list_manifest, scan_files
+from unseen.io import atomic_path
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (
@@ -28,22 +28,35 @@ FASHION_MNIST_FILES = (
 )
 
 
-class DataError(InputError):
-    """Data that cannot be loaded; the message names the file or folder and what to do."""
-
-
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # uint8, (N, C, H, W)
+    images: Images  # uint8 (N, C, H, W) in memory, or the files they are decoded from batch by batch
     labels: torch.Tensor  # int64, (N,)
-    sample_ids: np.ndarray  # int64, index of each sample in the official split
+    sample_ids: np.ndarray  # int64: index in the official split, or derived from the file's path or manifest id
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, positions: np.ndarray) -> "Split":
         index = torch.as_tensor(positions, dtype=torch.long)
-        return Split(self.images[index], self.labels[index], self.sample_ids[positions])
+        images = self.images[index] if isinstance(self.images, torch.Tensor) else self.images.subset(positions)
+        return Split(images, self.labels[index], self.sample_ids[positions])
+
+    def first(self, count: int) -> torch.Tensor:
+        """The first `count` images as a uint8 tensor, whatever the storage (examples, signatures): decoded in process."""
+        if isinstance(self.images, torch.Tensor):
+            return self.images[:count]
+        return torch.stack([decode_image(file, self.images.decoding) for file in self.images.files[:count]])
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """A file left out under `data.on_bad_image: skip`, and why."""
+
+    sample_id: int
+    split: str
+    file: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class ImageDataset:
     std: tuple[float, ...]
     fingerprint: str
     noisy_train: np.ndarray | None = None  # bool per train sample: its label was flipped by `data.label_noise`
+    skipped: tuple[SkippedImage, ...] = ()  # unreadable files left out (`data.on_bad_image: skip`)
 
     @property
     def num_classes(self) -> int:
@@ -145,53 +159,60 @@ def _load_torchvision(params: DataParams, root: Path) -> tuple[list[str], Split,
     return list(dataset.classes), splits[0], splits[1]
 
 
-class _VisibleImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder, with hidden folders (.ipynb_checkpoints, .cache, ...) never taken for classes."""
-
-    def find_classes(self, directory):
-        classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith("."))
-        if not classes:
-            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
-        return classes, {name: index for index, name in enumerate(classes)}
-
-
-def _open_image(path: str) -> Image.Image:
-    """An image as 8-bit RGB; 16- and 32-bit grey levels are scaled to 8 bits, not clipped to black and white."""
-    with Image.open(path) as image:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-            levels = np.asarray(image, dtype=np.int64)
-            top = 65535 if image.mode.startswith("I;16") or levels.max() > 255 else 255
-            image = Image.fromarray((levels * 255 // top).clip(0, 255).astype(np.uint8))
-        return image.convert("RGB")
+def _pixel_stats(sums: np.ndarray, square_sums: np.ndarray, pixels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] from exact integer sums over the train images (any storage, any order)."""
+    mean, std = [], []
+    for total, square in zip(sums.sum(0).tolist(), square_sums.sum(0).tolist()):
+        variance = (square - total * total / pixels) / max(pixels - 1, 1)
+        mean.append(total / pixels / 255.0)
+        std.append(max(float(np.sqrt(max(variance, 0.0))) / 255.0, 1e-3))
+    return tuple(mean), tuple(std)
 
 
-def _load_image_folder(params: DataParams, root: Path) -> tuple[list[str], Split, Split]:
-    splits, classes = [], None
-    for part in ("train", "test"):
-        folder = root / part
-        if not folder.is_dir():
-            raise DataError(f"imagefolder: {folder} does not exist; the tree needs train/<class>/* and test/<class>/*")
-        try:
-            dataset = _VisibleImageFolder(str(folder), loader=_open_image)
-        except (FileNotFoundError, RuntimeError) as exc:  # no class folders, or a class folder without images
-            raise DataError(f"imagefolder: {folder}: {exc}; every class folder needs images (remove empty ones from train/ and test/)") from None
-        if classes is not None and dataset.classes != classes:
-            raise DataError(
-                f"imagefolder: class folders differ between {root / 'train'} ({classes}) and {folder} ({dataset.classes}); "
-                "both splits need the same class folders"
-            )
-        classes = dataset.classes
-        tensors = []
-        for path, _ in dataset.samples:
-            try:
-                tensors.append(pil_to_tensor(dataset.loader(path)))
-            except Exception as exc:
-                raise DataError(f"imagefolder: cannot read image {path}: {exc}; remove or replace it") from None
-        shapes = {tuple(t.shape) for t in tensors}
-        if len(shapes) > 1:
-            raise DataError(f"imagefolder: images under {folder} differ in size {sorted(shapes)[:3]}; resize them to one size")
-        splits.append(_split_from_arrays(torch.stack(tensors), dataset.targets))
-    return classes, splits[0], splits[1]
+def _load_image_files(params: DataParams, root: Path, seed: int) -> ImageDataset:
+    """An ImageFolder tree or a manifest: listed, scanned once (cached), unreadable files refused or left out, and the
+    images decoded into memory when they fit in `data.memory_limit_gb` (or as `data.storage` says), else streamed."""
+    listing = list_image_folder(root) if params.name == "imagefolder" else list_manifest(root, params)
+    decoding = Decoding(params.image_mode, params.image_size)
+    scan = scan_files(listing, decoding, index_folder(params.index_dir), params.loader_workers)
+    bad = scan.errors != ""
+    if bad.any() and params.on_bad_image == "error":
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{listing.source}: cannot read image {listing.files[first]}: {scan.errors[first]} ({int(bad.sum())} unreadable); "
+            "remove or replace it, or set data.on_bad_image=skip to leave unreadable files out"
+        )
+    skipped = tuple(
+        SkippedImage(int(listing.sample_ids[i]), "test" if listing.is_test[i] else "train", str(listing.files[i]), str(scan.errors[i]))
+        for i in np.flatnonzero(bad)
+    )
+    kept, kept_scan = listing.take(~bad), np.flatnonzero(~bad)
+    sizes = np.unique(scan.shapes[kept_scan], axis=0)
+    if len(sizes) > 1:
+        raise DataError(
+            f"{listing.source}: images differ in size ({', '.join('x'.join(map(str, s[1:])) for s in sizes[:3])}, ...); "
+            "set data.image_size to resize and crop them to one square size"
+        )
+    if len(np.unique(kept.sample_ids)) < len(kept.sample_ids):
+        raise DataError(f"{listing.source}: two files share a sample_id; give the manifest an id column with unique ids")
+    image_shape = tuple(int(v) for v in sizes[0])
+    splits = []
+    for part, rows in (("train", ~kept.is_test), ("test", kept.is_test)):
+        if not rows.any():
+            raise DataError(f"{listing.source}: no readable {part} images; the {part} split needs images of every class")
+        files = ImageFiles(kept.files[rows], decoding, image_shape, params.loader_workers)
+        splits.append(Split(files, torch.as_tensor(kept.labels[rows]), kept.sample_ids[rows]))
+    train, test, noisy = _subsets_and_noise(params, seed, len(kept.classes), *splits)
+    scan_row = dict(zip(kept.sample_ids.tolist(), kept_scan.tolist()))
+    train_rows = [scan_row[i] for i in train.sample_ids.tolist()]
+    mean, std = _pixel_stats(scan.sums[train_rows], scan.square_sums[train_rows], len(train_rows) * image_shape[1] * image_shape[2])
+    fingerprint = hashlib.sha256(json.dumps([params.name, decoding.mode, decoding.size, kept.classes]).encode())
+    for part, split in (("train", train), ("test", test)):
+        for sample_id, label in zip(split.sample_ids.tolist(), split.labels.tolist()):
+            fingerprint.update(f"{part} {sample_id} {label} {scan.digests[scan_row[sample_id]]}\n".encode())
+    if params.storage == "memory" or (params.storage == "auto" and (len(train) + len(test)) * int(np.prod(image_shape)) <= params.memory_limit_gb * 2**30):
+        train, test = (Split(decode_all(split.images), split.labels, split.sample_ids) for split in (train, test))
+    return ImageDataset(params.name, kept.classes, train, test, mean, std, fingerprint.hexdigest()[:16], noisy, skipped)
 
 
 def _subset(split: Split, size: int | None, seed: int, setting: str, num_classes: int) -> Split:
@@ -228,25 +249,33 @@ def _fingerprint(name: str, classes: list[str], train: Split, test: Split) -> st
     return digest.hexdigest()[:16]
 
 
+def _subsets_and_noise(params: DataParams, seed: int, num_classes: int, train: Split, test: Split) -> tuple[Split, Split, np.ndarray | None]:
+    train = _subset(train, params.train_subset, seed, "train_subset", num_classes)
+    test = _subset(test, params.test_subset, seed, "test_subset", num_classes)
+    if params.label_noise > 0:
+        train, noisy = flip_labels(train, params.label_noise, num_classes, seed)
+        return train, test, noisy
+    return train, test, None
+
+
 def load_dataset(params: DataParams, seed: int = 0) -> ImageDataset:
     """Load the data set named in params, with optional stratified subsets for quick runs and optional symmetric
     label noise on the train split (benchmarks of noise robustness; the test split stays clean)."""
     root = Path(params.root).expanduser()
+    if params.name == "manifest":
+        return _load_image_files(params, root, seed)
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={params.root}: {root} is a file, not a folder; point data.root at the data set's folder")
-    loader = _load_image_folder if params.name == "imagefolder" else _load_torchvision
-    classes, train, test = loader(params, root)
+    if params.name == "imagefolder":
+        return _load_image_files(params, root, seed)
+    classes, train, test = _load_torchvision(params, root)
     for part, split in (("train", train), ("test", test)):
         bad = np.flatnonzero((split.labels < 0).numpy() | (split.labels >= len(classes)).numpy())
         if len(bad):
             raise DataError(
                 f"{params.name}: {len(bad)} {part} labels outside 0..{len(classes) - 1}, first at sample_id {split.sample_ids[bad[0]]}"
             )
-    train = _subset(train, params.train_subset, seed, "train_subset", len(classes))
-    test = _subset(test, params.test_subset, seed, "test_subset", len(classes))
-    noisy = None
-    if params.label_noise > 0:
-        train, noisy = flip_labels(train, params.label_noise, len(classes), seed)
+    train, test, noisy = _subsets_and_noise(params, seed, len(classes), train, test)
     pixels = train.images.float() / 255.0
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())

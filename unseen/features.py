@@ -12,6 +12,7 @@ from torchvision import models as tv_models
 
 from unseen.config import FeaturesParams, InputError, Params
 from unseen.data import ImageDataset
+from unseen.images import batches_in_order
 from unseen.tables import FEATURES, finite_or_raise, list_column, read_table, same_ids_or_raise
 from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
 
@@ -20,12 +21,27 @@ class FeatureError(InputError):
     """A feature extractor that cannot be built here; the message says how to make it available."""
 
 
-def pixel_features(dataset: ImageDataset, components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened pixels in [0, 1], reduced by a PCA fitted on the train split."""
-    train = dataset.train.images.flatten(1).numpy().astype(np.float32) / 255.0
-    test = dataset.test.images.flatten(1).numpy().astype(np.float32) / 255.0
-    pca = PCA(n_components=min(components, *train.shape), svd_solver="randomized", random_state=seed).fit(train)
-    return pca.transform(train).astype(np.float32), pca.transform(test).astype(np.float32)
+PCA_FIT_VALUES = 10**8
+"""The pixel PCA fits on at most this many train pixel values (400 MB as float32): all of Fashion-MNIST, a seeded
+sample of a large image collection."""
+
+
+def _flat_pixels(images: torch.Tensor) -> np.ndarray:
+    return images.flatten(1).numpy().astype(np.float32) / 255.0
+
+
+def pixel_features(dataset: ImageDataset, components: int, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened pixels in [0, 1], reduced by a PCA fitted on the train split (or a seeded sample of it), batch by batch."""
+    train = dataset.train
+    fit_count = min(len(train), max(components, PCA_FIT_VALUES // int(np.prod(dataset.image_shape))))
+    fitted = train if fit_count == len(train) else train.take(np.sort(np.random.default_rng(seed).choice(len(train), fit_count, replace=False)))
+    sample = np.concatenate([_flat_pixels(batch) for batch in batches_in_order(fitted.images, batch_size)])
+    pca = PCA(n_components=min(components, *sample.shape), svd_solver="randomized", random_state=seed).fit(sample)
+    del sample
+    return tuple(  # type: ignore[return-value]
+        np.concatenate([pca.transform(_flat_pixels(batch)).astype(np.float32) for batch in batches_in_order(split.images, batch_size)])
+        for split in (dataset.train, dataset.test)
+    )
 
 
 def proxy_features(
@@ -79,8 +95,7 @@ def pretrained_features(dataset: ImageDataset, model_name: str, batch_size: int,
     outputs = []
     for split in (dataset.train, dataset.test):
         chunks = []
-        for start in range(0, len(split), batch_size):
-            images = split.images[start : start + batch_size]
+        for images in batches_in_order(split.images, batch_size):
             if images.shape[1] == 1:
                 images = images.expand(-1, 3, -1, -1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -100,7 +115,7 @@ def extract_features(
     """(train, test) float32 embeddings, one row per sample in split order."""
     device = device or pick_device()
     if params.extractor == "pixels":
-        return pixel_features(dataset, params.pca_components, seed)
+        return pixel_features(dataset, params.pca_components, seed, params.batch_size)
     if params.extractor == "proxy":
         return proxy_features(dataset, params, seed, device, on_epoch)
     return pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device)

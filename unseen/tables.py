@@ -37,6 +37,12 @@ FEATURES = TableSpec(
     "features",
     pa.schema([("sample_id", pa.int64()), ("split", pa.string()), ("label", pa.int16()), ("embedding", pa.list_(pa.float32()))]),
 )
+SKIPPED_IMAGES = TableSpec(
+    "skipped_images",
+    "features",
+    pa.schema([("sample_id", pa.int64()), ("split", pa.string()), ("file", pa.string()), ("error", pa.string())]),
+)
+"""Image files left out as unreadable under `data.on_bad_image: skip` (empty otherwise)."""
 SCORES = TableSpec(
     "scores",
     "scores",

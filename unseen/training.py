@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from unseen.config import ProbeRecipe, TrainRecipe
 from unseen.data import ImageDataset, Split
+from unseen.images import Images, batches_in_order, image_batches
 from unseen.models import Classifier, build_model
 
 
@@ -95,7 +96,8 @@ def train_model(
     device = device or pick_device()
     model = build_model(recipe.model, dataset.num_classes, dataset.image_shape, seed).to(device, memory_format=torch.channels_last)
     normalize = Normalizer.for_dataset(dataset, device)
-    images, labels = split.images.to(device), split.labels.to(device)
+    images = split.images.to(device) if isinstance(split.images, torch.Tensor) else split.images
+    labels = split.labels.to(device)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(recipe.batch_size, len(split))
     steps_per_epoch = math.ceil(len(split) / batch_size)
@@ -107,10 +109,10 @@ def train_model(
         model.train()
         started, loss_sum, correct = time.perf_counter(), torch.zeros((), device=device), torch.zeros((), device=device)
         order = torch.randperm(len(split), generator=generator).to(device)
-        for step in range(steps_per_epoch):
+        batches = [order[step * batch_size : (step + 1) * batch_size] for step in range(steps_per_epoch)]
+        for x, batch in zip(image_batches(images, batches), batches):
             check_stop()
-            batch = order[step * batch_size : (step + 1) * batch_size]
-            x = images[batch]
+            x = x.to(device, non_blocking=True)
             if recipe.augment == "crop_flip":
                 x = crop_flip(x, generator)
             with _autocast(device):
@@ -134,32 +136,36 @@ def train_model(
 
 @torch.inference_mode()
 def predict(
-    model: Classifier, dataset: ImageDataset, images: torch.Tensor, *, batch_size: int = 1024
+    model: Classifier, dataset: ImageDataset, images: Images, *, batch_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, embeddings) for uint8 images in one batched pass, float32 on the CPU; the model is left as it was."""
+    """(logits, embeddings) for uint8 images (in memory or streamed) in one batched pass, float32 on the CPU; the model
+    is left as it was."""
     device = next(model.parameters()).device
     normalize = Normalizer.for_dataset(dataset, device)
     was_training = model.training
     model.eval()
-    logits, embeddings = [], []
-    for start in range(0, len(images), batch_size):
+    logits = embeddings = torch.empty(0)
+    start = 0
+    for batch in batches_in_order(images, batch_size):
         check_stop()
-        x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
+        x = normalize(batch.to(device, non_blocking=True))
         with _autocast(device):
             embedding = model.embed(x)
-            logits.append(model.head(embedding).float().cpu())
-        embeddings.append(embedding.float().cpu())
+            batch_logits = model.head(embedding)
+        if start == 0:  # filled in place: no list of chunks and concatenated copy (large streamed collections)
+            logits, embeddings = torch.empty(len(images), batch_logits.shape[1]), torch.empty(len(images), embedding.shape[1])
+        logits[start : start + len(batch)] = batch_logits.float().cpu()
+        embeddings[start : start + len(batch)] = embedding.float().cpu()
+        start += len(batch)
     model.train(was_training)
-    if not logits:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(logits), torch.cat(embeddings)
+    return logits, embeddings
 
 
-def predict_logits(model: Classifier, dataset: ImageDataset, images: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(model: Classifier, dataset: ImageDataset, images: Images, *, batch_size: int = 1024) -> torch.Tensor:
     return predict(model, dataset, images, batch_size=batch_size)[0]
 
 
-def predict_embeddings(model: Classifier, dataset: ImageDataset, images: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+def predict_embeddings(model: Classifier, dataset: ImageDataset, images: Images, *, batch_size: int = 1024) -> torch.Tensor:
     return predict(model, dataset, images, batch_size=batch_size)[1]
 
 

@@ -18,7 +18,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "retrain": ("seed", "data", "select", "retrain"),
 }
 """The params sections each stage's outputs depend on: what its tables' params hash covers, and dvc.yaml's params."""
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest")
 MODELS = ("small_cnn", "mlp", "resnet18")
 
 
@@ -48,13 +48,28 @@ class TrainRecipe(_Section):
 
 
 class DataParams(_Section):
-    name: Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder"] = "fashion-mnist"
+    name: Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest"] = "fashion-mnist"
     root: str = "data"
     download: bool = True
     verify_checksums: bool = True
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
     label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of train labels flipped to another class (benchmarks)
+    image_size: int | None = Field(None, ge=8)  # image files: shorter side resized to it, then centre-cropped square
+    image_mode: Literal["RGB", "L"] = "RGB"  # image files: every image converted to this mode
+    storage: Literal["auto", "memory", "stream"] = "auto"  # image files: decoded into memory, or from disk per batch
+    memory_limit_gb: float = Field(2.0, gt=0)  # auto storage: in memory while the decoded images fit in this
+    on_bad_image: Literal["error", "skip"] = "error"  # image files: an unreadable file stops the run, or is left out
+    loader_workers: int = Field(2, ge=0)  # streamed images: decoding processes (0 in daemonic Dask workers)
+    classes: tuple[str, ...] | None = None  # manifest: the class list (default: the train rows' labels, sorted)
+    test_fraction: float = Field(0.1, gt=0, lt=1)  # manifest without a split column: test rows, chosen by sample id
+    index_dir: str | None = None  # image files: cache of the pass that checks them (default $XDG_CACHE_HOME/unseen/images)
+
+    @model_validator(mode="after")
+    def _classes_are_distinct(self) -> "DataParams":
+        if self.classes is not None and (len(set(self.classes)) != len(self.classes) or len(self.classes) < 2):
+            raise ValueError(f"data.classes {list(self.classes)} must list at least two distinct class names")
+        return self
 
 
 class FeaturesParams(_Section):

@@ -149,7 +149,7 @@ def _train_cnn(
     norms (E, n) of the `scored` images. Returns them with the train and record seconds."""
     labels = dataset.train.labels.numpy()
     scored_positions = np.flatnonzero(scored)
-    scored_images = dataset.train.images[torch.as_tensor(scored_positions)]
+    scored_images = dataset.train.take(scored_positions).images
     first, last = params.score_epochs
     logits, norms, timing = [], [], {"record": 0.0, "train": 0.0}
 
