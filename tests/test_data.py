@@ -21,7 +21,7 @@ from PIL import Image
 import unseen.data
 from unseen.config import DataParams
 from unseen.data import FASHION_MNIST_FILES, DataError, load_dataset, place_system_fashion_mnist
-from unseen.images import stable_id
+from unseen.listing import stable_id
 
 RNG_SEED = 1234
 

@@ -15,7 +15,8 @@ import unseen.images
 from tests.conftest import tiny_params, write_params
 from unseen.config import DataParams
 from unseen.data import DataError, load_dataset
-from unseen.images import ImageFiles, batches_in_order, decode_all, image_batches, stable_id
+from unseen.images import ImageFiles, batches_in_order, decode_all, image_batches
+from unseen.listing import stable_id
 
 FORMATS = [("JPEG", "jpg", "RGB"), ("PNG", "png", "RGBA"), ("PNG", "png", "P"), ("JPEG", "jpg", "L"), ("WEBP", "webp", "RGB"), ("PNG", "png", "L")]
 

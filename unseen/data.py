@@ -16,8 +16,10 @@ from torchvision import datasets
 
 from unseen.budgets import class_budgets, random_subset
 from unseen.config import DataParams
-from unseen.images import DataError, Decoding, ImageFiles, Images, decode_all, decode_image, index_folder, list_image_folder, list_manifest, scan_files
+from unseen.images import Decoding, ImageFiles, Images, decode_all, decode_image, index_folder, scan_files
+from unseen.listing import DataError, list_image_folder, list_manifest
 from unseen.io import atomic_path
+from unseen.tables import positions_of
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (
@@ -203,13 +205,13 @@ def _load_image_files(params: DataParams, root: Path, seed: int) -> ImageDataset
         files = ImageFiles(kept.files[rows], decoding, image_shape, params.loader_workers)
         splits.append(Split(files, torch.as_tensor(kept.labels[rows]), kept.sample_ids[rows]))
     train, test, noisy = _subsets_and_noise(params, seed, len(kept.classes), *splits)
-    scan_row = dict(zip(kept.sample_ids.tolist(), kept_scan.tolist()))
-    train_rows = [scan_row[i] for i in train.sample_ids.tolist()]
-    mean, std = _pixel_stats(scan.sums[train_rows], scan.square_sums[train_rows], len(train_rows) * image_shape[1] * image_shape[2])
+    rows = {part: kept_scan[positions_of(kept.sample_ids, split.sample_ids, listing.source)] for part, split in (("train", train), ("test", test))}
+    pixels = len(train) * image_shape[1] * image_shape[2]
+    mean, std = _pixel_stats(scan.sums[rows["train"]], scan.square_sums[rows["train"]], pixels)
     fingerprint = hashlib.sha256(json.dumps([params.name, decoding.mode, decoding.size, kept.classes]).encode())
     for part, split in (("train", train), ("test", test)):
-        for sample_id, label in zip(split.sample_ids.tolist(), split.labels.tolist()):
-            fingerprint.update(f"{part} {sample_id} {label} {scan.digests[scan_row[sample_id]]}\n".encode())
+        for array in (split.sample_ids, split.labels.numpy(), scan.digests[rows[part]]):
+            fingerprint.update(np.ascontiguousarray(array).tobytes())
     if params.storage == "memory" or (params.storage == "auto" and (len(train) + len(test)) * int(np.prod(image_shape)) <= params.memory_limit_gb * 2**30):
         train, test = (Split(decode_all(split.images), split.labels, split.sample_ids) for split in (train, test))
     return ImageDataset(params.name, kept.classes, train, test, mean, std, fingerprint.hexdigest()[:16], noisy, skipped)
