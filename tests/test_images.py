@@ -6,6 +6,7 @@ import json
 import multiprocessing
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -126,6 +127,10 @@ def test_manifest_ids_and_class_list_from_their_columns(tmp_path):
     assert sorted(ds.train.sample_ids.tolist() + ds.test.sample_ids.tolist()) == list(range(1000, 1012))
     by_id = dict(zip(ds.train.sample_ids.tolist(), ds.train.labels.tolist()))
     assert by_id[1000] == ds.classes.index(rows[0][1])
+    columns = dict(zip(("path", "label", "split", "id"), zip(*rows)))
+    pq.write_table(pa.table({**columns, "label": [int(v) for v in columns["label"]], "id": list(columns["id"])}), tmp_path / "list.parquet")
+    same = load_dataset(DataParams(name="manifest", root=str(tmp_path / "list.parquet"), image_size=16, classes=("2", "1", "0", "3")))
+    assert same.fingerprint == ds.fingerprint and torch.equal(same.train.images, ds.train.images)
 
 
 def test_unreadable_files_are_refused_by_name_or_left_out_and_listed(tmp_path):
