@@ -252,9 +252,9 @@ def bench_report(config: ConfigOption = "benchmarks/cpu.yaml") -> None:
 
 
 MALLOC_ARENAS = 2
-"""glibc gives each thread that allocates its own heap (up to 8 per core) and keeps freed blocks in each: a features
-stage streaming 80k images on a task thread grew by 340 MB that way (benchmarks/image_stream.py). Two arenas bound it,
-at the same speed (MALLOC_ARENA_MAX=2 is the same setting from the environment)."""
+"""glibc gives each thread that allocates its own heap (up to 8 per core) and keeps freed blocks in each, so a stage
+streaming images on a task thread grows with every batch; two arenas bound it (MALLOC_ARENA_MAX=2 from the
+environment is the same setting). benchmarks/image_stream.py measures the stage's peak."""
 
 
 def _limit_malloc_arenas() -> None:
