@@ -31,7 +31,6 @@ def features_task(params: Params, tracker: Tracker) -> float:
         )
         compute = time.perf_counter() - started
         columns, dim = features_columns(dataset, train, test), train.shape[1]
-        del train, test  # the table's column holds them: a large collection's embeddings are not kept twice
         write_table(
             FEATURES, columns, params.output("features.parquet"),
             params_hash=params.stage_hash("features"), data_fingerprint=dataset.fingerprint, extractor=params.features.extractor,

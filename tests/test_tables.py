@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unseen.tables import SCORES, TableError, positions_of, read_table, write_table
+from unseen.tables import FEATURES, SCORES, TableError, list_column, positions_of, read_table, write_table
 
 
 def _scores(n=5):
@@ -22,6 +22,13 @@ def test_round_trip_keeps_schema_and_provenance(tmp_path):
     assert table.column("folds").to_pylist()[0] == [0, 0]
     assert table.schema.metadata[b"unseen.params_hash"] == b"abc"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]  # no temporary file left behind
+
+
+def test_a_list_column_given_in_chunks_reads_back_as_one_matrix(tmp_path):
+    train, test = np.arange(12, dtype=np.float32).reshape(4, 3), -np.arange(6, dtype=np.float32).reshape(2, 3)
+    columns = {"sample_id": np.array([4, 2, 9, 1, 4, 7]), "split": np.array(["train"] * 4 + ["test"] * 2), "label": np.zeros(6), "embedding": [train, test]}
+    table = read_table(FEATURES, write_table(FEATURES, columns, tmp_path / "f.parquet", params_hash="h", data_fingerprint="f"))
+    np.testing.assert_array_equal(list_column(table, "embedding"), np.concatenate([train, test]))
 
 
 def test_more_score_columns_fit_without_a_new_schema(tmp_path):

@@ -121,13 +121,14 @@ def extract_features(
     return pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device)
 
 
-def features_columns(dataset: ImageDataset, train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
-    """The columns of features.parquet (`unseen.tables.FEATURES`): train rows, then test rows."""
+def features_columns(dataset: ImageDataset, train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray | list[np.ndarray]]:
+    """The columns of features.parquet (`unseen.tables.FEATURES`): train rows, then test rows; the embeddings as two
+    chunks that the table shares, not a concatenated copy."""
     return {
         "sample_id": np.concatenate([dataset.train.sample_ids, dataset.test.sample_ids]),
         "split": np.array(["train"] * len(train) + ["test"] * len(test)),
         "label": np.concatenate([dataset.train.labels.numpy(), dataset.test.labels.numpy()]),
-        "embedding": np.concatenate([train, test]),
+        "embedding": [train, test],
     }
 
 

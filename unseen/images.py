@@ -3,10 +3,12 @@ batch by batch by worker processes that read ahead."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -204,9 +206,22 @@ def _stack(items: list[tuple[torch.Tensor | None, str]]) -> torch.Tensor | list[
     return errors if errors else torch.stack([image for image, _ in items])
 
 
+def _release_freed_memory() -> None:
+    """Hand the pages glibc holds for freed blocks back to the system. Each streamed batch allocates and frees buffers
+    of new sizes; without this the freed pages stay mapped and a stage's peak grows with the collection's length."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing held back
+        pass
+
+
+RELEASE_EVERY_SECONDS = 1.0
+
+
 def image_batches(images: Images, batches: Iterable[torch.Tensor | np.ndarray]) -> Iterator[torch.Tensor]:
     """The uint8 images at each batch of positions, in order: indexed in memory (on the tensor's device), or decoded
-    from disk by `images.workers` processes that read ahead while the caller computes."""
+    from disk by `images.workers` processes that read ahead while the caller computes (freed memory is released at
+    most once a second: benchmarks/image_stream.py measures the peak)."""
     if isinstance(images, torch.Tensor):
         for batch in batches:
             yield images[torch.as_tensor(batch).to(images.device)]
@@ -215,10 +230,14 @@ def image_batches(images: Images, batches: Iterable[torch.Tensor | np.ndarray]) 
         _Decoder(images), batch_sampler=(torch.as_tensor(batch).tolist() for batch in batches), collate_fn=_stack,
         **_loader_processes(images.workers),
     )
+    released = time.monotonic()
     for batch in loader:
         if isinstance(batch, list):
             raise DataError(f"cannot read image {batch[0]} ({len(batch)} in this batch); it changed since it was indexed: rerun the stage")
         yield batch
+        if time.monotonic() - released > RELEASE_EVERY_SECONDS:
+            _release_freed_memory()
+            released = time.monotonic()
 
 
 def batches_in_order(images: Images, batch_size: int) -> Iterator[torch.Tensor]:

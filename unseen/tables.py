@@ -87,7 +87,15 @@ CORESET = TableSpec(
 )
 
 
-def _columns_for(spec: TableSpec, columns: dict[str, np.ndarray]) -> pa.Table:
+def _list_rows(values: np.ndarray, list_type: pa.DataType) -> pa.ListArray:
+    """The rows of a matrix as a list column, sharing the matrix's memory (no copy)."""
+    matrix = np.ascontiguousarray(values, dtype=list_type.value_type.to_pandas_dtype())
+    flat = pa.Array.from_buffers(list_type.value_type, matrix.size, [None, pa.py_buffer(matrix)])
+    offsets = pa.array(np.arange(0, matrix.size + 1, max(matrix.shape[1], 1), dtype=np.int32)[: len(matrix) + 1])
+    return pa.ListArray.from_arrays(offsets, flat, type=list_type)
+
+
+def _columns_for(spec: TableSpec, columns: dict[str, np.ndarray | list[np.ndarray]]) -> pa.Table:
     fields = list(spec.schema)
     extra = [name for name in columns if name not in spec.schema.names]
     for name in extra:
@@ -97,11 +105,9 @@ def _columns_for(spec: TableSpec, columns: dict[str, np.ndarray]) -> pa.Table:
     arrays = []
     for field in fields:
         values = columns[field.name]
-        if pa.types.is_list(field.type):
-            matrix = np.ascontiguousarray(values, dtype=field.type.value_type.to_pandas_dtype())
-            flat = pa.Array.from_buffers(field.type.value_type, matrix.size, [None, pa.py_buffer(matrix)])  # no copy
-            offsets = pa.array(np.arange(0, matrix.size + 1, max(matrix.shape[1], 1), dtype=np.int32)[: len(matrix) + 1])
-            arrays.append(pa.ListArray.from_arrays(offsets, flat, type=field.type))
+        if pa.types.is_list(field.type):  # a matrix, or a list of matrices (chunks, e.g. train then test rows)
+            chunks = values if isinstance(values, (list, tuple)) else [values]
+            arrays.append(pa.chunked_array([_list_rows(chunk, field.type) for chunk in chunks], type=field.type))
         elif isinstance(values, np.ma.MaskedArray):  # masked entries are "not applicable": stored as nulls
             arrays.append(pa.array(values.filled(0), type=field.type, mask=np.ma.getmaskarray(values)))
         else:
@@ -119,7 +125,7 @@ def _duplicate_ids(table: pa.Table) -> np.ndarray:
 
 
 def write_table(
-    spec: TableSpec, columns: dict[str, np.ndarray], path: str | Path, *, params_hash: str, data_fingerprint: str, **extra_meta: str
+    spec: TableSpec, columns: dict[str, np.ndarray | list[np.ndarray]], path: str | Path, *, params_hash: str, data_fingerprint: str, **extra_meta: str
 ) -> Path:
     """Write `columns` under `spec`'s schema to `path` atomically, with provenance in the metadata."""
     table = _columns_for(spec, columns)
