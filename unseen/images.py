@@ -147,20 +147,22 @@ def scan_files(files: FileList, decoding: Decoding, index_dir: Path, workers: in
     """Decode every file once (in `workers` processes) and keep what the pass learned in `index_dir`, keyed by the
     files' paths, sizes and modification times: later stages and runs read it instead of decoding again."""
     cache, channels = index_dir / f"{_index_key(files.files, decoding)}.parquet", decoding.channels
-    if cache.is_file():
-        table = pq.read_table(cache)
-        if table.num_rows == len(files.files):
-            return Scan(
-                table.column("digest").to_numpy().astype("S64"), table.column("error").to_numpy(zero_copy_only=False).astype(object),
-                _matrix(table.column("shape"), 3), _matrix(table.column("sums"), channels), _matrix(table.column("square_sums"), channels),
-            )
-    loader = DataLoader(_Scanner(files.files, decoding), batch_size=64, collate_fn=_scan_batch, **_loader_processes(workers))
-    scan = Scan.joined(list(loader), channels)
-    table = pa.table({
-        "digest": pa.array(scan.digests.astype(str), pa.string()), "error": pa.array(scan.errors, pa.string()),
-        "shape": _fixed_lists(scan.shapes), "sums": _fixed_lists(scan.sums), "square_sums": _fixed_lists(scan.square_sums),
-    })
-    write_parquet(table, cache, {"unseen.table": "image_index", "unseen.decoding": f"{decoding.mode} {decoding.size}"})
+    table = pq.read_table(cache) if cache.is_file() else None
+    if table is not None and table.num_rows == len(files.files):
+        scan = Scan(
+            table.column("digest").to_numpy().astype("S64"), table.column("error").to_numpy(zero_copy_only=False).astype(object),
+            _matrix(table.column("shape"), 3), _matrix(table.column("sums"), channels), _matrix(table.column("square_sums"), channels),
+        )
+    else:
+        loader = DataLoader(_Scanner(files.files, decoding), batch_size=64, collate_fn=_scan_batch, **_loader_processes(workers))
+        scan = Scan.joined(list(loader), channels)
+        table = pa.table({
+            "digest": pa.array(scan.digests.astype(str), pa.string()), "error": pa.array(scan.errors, pa.string()),
+            "shape": _fixed_lists(scan.shapes), "sums": _fixed_lists(scan.sums), "square_sums": _fixed_lists(scan.square_sums),
+        })
+        write_parquet(table, cache, {"unseen.table": "image_index", "unseen.decoding": f"{decoding.mode} {decoding.size}"})
+    del table
+    release_freed_memory()  # the index's Arrow buffers and the pass's temporaries: a stage would carry them to its end
     return scan
 
 
@@ -206,9 +208,11 @@ def _stack(items: list[tuple[torch.Tensor | None, str]]) -> torch.Tensor | list[
     return errors if errors else torch.stack([image for image, _ in items])
 
 
-def _release_freed_memory() -> None:
-    """Hand the pages glibc holds for freed blocks back to the system. Each streamed batch allocates and frees buffers
-    of new sizes; without this the freed pages stay mapped and a stage's peak grows with the collection's length."""
+def release_freed_memory() -> None:
+    """Hand the pages that Arrow's pool and glibc hold for freed blocks back to the system. Each streamed batch
+    allocates and frees buffers of new sizes; without this the freed pages stay mapped and a stage's peak grows with
+    the collection's length."""
+    pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing held back
@@ -236,7 +240,7 @@ def image_batches(images: Images, batches: Iterable[torch.Tensor | np.ndarray]) 
             raise DataError(f"cannot read image {batch[0]} ({len(batch)} in this batch); it changed since it was indexed: rerun the stage")
         yield batch
         if time.monotonic() - released > RELEASE_EVERY_SECONDS:
-            _release_freed_memory()
+            release_freed_memory()
             released = time.monotonic()
 
 
