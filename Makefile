@@ -14,10 +14,9 @@ test: install data
 
 install: $(VENV)/.installed
 
-# --no-compile: Python compiles the modules a run imports on first use, not all of torch's, MLflow's and Prefect's
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
 # Fashion-MNIST from Debian's package where apt and root are there; otherwise torchvision downloads it on first use.
