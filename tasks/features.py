@@ -30,9 +30,8 @@ def features_task(params: Params, tracker: Tracker) -> float:
             lambda p: extract_features(dataset, p.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch),
         )
         compute = time.perf_counter() - started
-        columns, dim = features_columns(dataset, train, test), train.shape[1]
         write_table(
-            FEATURES, columns, params.output("features.parquet"),
+            FEATURES, features_columns(dataset, train, test), params.output("features.parquet"),
             params_hash=params.stage_hash("features"), data_fingerprint=dataset.fingerprint, extractor=params.features.extractor,
         )
         skipped = params.output("skipped_images.parquet")
@@ -49,5 +48,5 @@ def features_task(params: Params, tracker: Tracker) -> float:
         if dataset.skipped:
             tracker.log_artifact(run_id, skipped)
             get_run_logger().warning(f"[features] {len(dataset.skipped)} unreadable image files left out, listed in {skipped}")
-        tracker.log_metrics(run_id, {"embedding_dim": dim, "compute_seconds": compute, "skipped_images": len(dataset.skipped)})
+        tracker.log_metrics(run_id, {"embedding_dim": train.shape[1], "compute_seconds": compute, "skipped_images": len(dataset.skipped)})
     return compute

@@ -144,7 +144,7 @@ def write_table(
 
 ROW_GROUP_ROWS = 16384
 """Rows per Parquet row group: the writer encodes one group at a time, so writing a large table costs a few MB, not
-a second copy of it (an 80k x 128 embedding column: 33 MB instead of 95)."""
+a second copy of it."""
 
 
 def write_parquet(table: pa.Table, path: str | Path, metadata: dict[str, str]) -> Path:
