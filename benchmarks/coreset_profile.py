@@ -2,7 +2,7 @@
 probes' scores and UNSEEN selection on the default data and params, each part timed, and the functions that take
 the most time inside scoring and selection (cProfile, own time). benchmarks/default_run.py measures the same stages
 inside a whole run; this script says which code to make cheaper.
-Usage: .venv/bin/python benchmarks/coreset_profile.py [--set KEY=VALUE ...]
+Usage: .venv/bin/python benchmarks/coreset_profile.py [KEY=VALUE ...], e.g. select.fourier_features=128
 Writes benchmarks/results/coreset_profile.json.
 """
 

@@ -24,6 +24,22 @@ def test_proxy_features_are_penultimate_embeddings(tiny):
     assert train.dtype == np.float32 and np.isfinite(train).all() and train.std() > 0
 
 
+def test_proxy_fraction_trains_on_a_stratified_seeded_share_and_embeds_every_sample(tiny, monkeypatch):
+    import unseen.features
+
+    trained_on = []
+    real = unseen.features.train_model
+    monkeypatch.setattr(unseen.features, "train_model", lambda dataset, split, *a, **k: trained_on.append(split) or real(dataset, split, *a, **k))
+    params = FeaturesParams(extractor="proxy", proxy=TrainRecipe(epochs=1), proxy_fraction=0.5)
+    train, test = extract_features(tiny, params, seed=0, device=torch.device("cpu"))
+    extract_features(tiny, params, seed=0, device=torch.device("cpu"))
+    first, again = trained_on
+    assert len(first) == 100 and np.array_equal(first.sample_ids, again.sample_ids)  # the same share for a seed
+    assert np.bincount(first.labels.numpy()).tolist() == (np.bincount(tiny.train.labels.numpy()) // 2).tolist()
+    assert set(first.sample_ids) < set(tiny.train.sample_ids)
+    assert train.shape == (200, 128) and test.shape == (50, 128) and np.isfinite(train).all()
+
+
 def test_pixel_features_are_pca_of_the_train_split(tiny):
     train, test = extract_features(tiny, FeaturesParams(extractor="pixels", pca_components=16), seed=0)
     assert train.shape == (200, 16) and test.shape == (50, 16)

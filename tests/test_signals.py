@@ -21,7 +21,7 @@ UNSEEN = str(Path(sys.executable).with_name("unseen"))
 
 def _start(tmp_path: Path, fashion_root: Path) -> tuple[subprocess.Popen, Path]:
     params = tiny_params(tmp_path, fashion_root, data={"train_subset": 1000, "test_subset": 200},
-                         scores={"scorer": "cnn", "folds": 2, "recipe": {"epochs": 30}, "score_epochs": [29, 30]}, orchestration={"retries": 0, "max_workers": 1})
+                         scores={"scorer": "cnn", "folds": 2, "recipe": {"epochs": 12}, "score_epochs": [11, 12]}, orchestration={"retries": 0, "max_workers": 1})
     params_file = write_params(tmp_path / "params.yaml", params)
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}  # its own temporary Prefect server
     log = tmp_path / "run.log"

@@ -217,8 +217,9 @@ def _load_image_files(params: DataParams, root: Path, seed: int) -> ImageDataset
     return ImageDataset(params.name, kept.classes, train, test, mean, std, fingerprint.hexdigest()[:16], noisy, skipped)
 
 
-def _subset(split: Split, size: int | None, seed: int, setting: str, num_classes: int) -> Split:
-    """A stratified (class-proportional), seeded subset that keeps the official sample_ids."""
+def stratified_subset(split: Split, size: int | None, seed: int, setting: str, num_classes: int) -> Split:
+    """A stratified (class-proportional), seeded subset that keeps the official sample_ids; `setting` names the
+    param that asked for it in the error."""
     if size is None or size >= len(split):
         return split
     labels = split.labels.numpy()
@@ -226,7 +227,7 @@ def _subset(split: Split, size: int | None, seed: int, setting: str, num_classes
         per_class = class_budgets(labels, size, num_classes)
     except ValueError:
         present = len(np.unique(labels))
-        raise DataError(f"data.{setting}={size}: a stratified subset keeps at least one sample of each of the {present} classes; "
+        raise DataError(f"{setting}={size}: a stratified subset keeps at least one sample of each of the {present} classes; "
                         f"set it to {present} or more (or null for the whole split)") from None
     return split.take(np.flatnonzero(random_subset(labels, per_class, seed)))
 
@@ -252,8 +253,8 @@ def _fingerprint(name: str, classes: list[str], train: Split, test: Split) -> st
 
 
 def _subsets_and_noise(params: DataParams, seed: int, num_classes: int, train: Split, test: Split) -> tuple[Split, Split, np.ndarray | None]:
-    train = _subset(train, params.train_subset, seed, "train_subset", num_classes)
-    test = _subset(test, params.test_subset, seed, "test_subset", num_classes)
+    train = stratified_subset(train, params.train_subset, seed, "data.train_subset", num_classes)
+    test = stratified_subset(test, params.test_subset, seed, "data.test_subset", num_classes)
     if params.label_noise > 0:
         train, noisy = flip_labels(train, params.label_noise, num_classes, seed)
         return train, test, noisy

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from unseen.config import FeaturesParams, InputError, Params
-from unseen.data import ImageDataset
+from unseen.data import ImageDataset, stratified_subset
 from unseen.images import batches_in_order
 from unseen.tables import FEATURES, finite_or_raise, list_column, read_table, same_ids_or_raise
 from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
@@ -47,8 +47,11 @@ def pixel_features(dataset: ImageDataset, components: int, seed: int, batch_size
 def proxy_features(
     dataset: ImageDataset, params: FeaturesParams, seed: int, device: torch.device, on_epoch: EpochCallback | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate-layer embeddings of a small model trained on the train split for a few epochs."""
-    model = train_model(dataset, dataset.train, params.proxy, seed=seed, device=device, on_epoch=on_epoch)
+    """Penultimate-layer embeddings of a small model trained for a few epochs on the train split, or on a stratified
+    `proxy_fraction` of it (less to train, and the rest of the samples are unseen by the extractor)."""
+    size = max(1, round(params.proxy_fraction * len(dataset.train)))
+    fitted = stratified_subset(dataset.train, size, seed, "features.proxy_fraction", dataset.num_classes)
+    model = train_model(dataset, fitted, params.proxy, seed=seed, device=device, on_epoch=on_epoch)
     return tuple(  # type: ignore[return-value]
         predict_embeddings(model, dataset, split.images, batch_size=params.batch_size).numpy()
         for split in (dataset.train, dataset.test)
