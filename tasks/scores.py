@@ -95,7 +95,9 @@ def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str
     started = time.perf_counter()
     records = [read_record(params, dataset, path) for path in record_paths]
     names = list(params.scores.score_names)
-    table = combine_records(records, list(params.scores.scores), dataset.train.sample_ids, dataset.train.labels.numpy())
+    table = combine_records(
+        records, list(params.scores.scores), dataset.train.sample_ids, dataset.train.labels.numpy(), windows=params.scores.window
+    )
     report = scores_report(table, records, names, noisy=dataset.noisy_train)
     compute = time.perf_counter() - started
     path = write_table(

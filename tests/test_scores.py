@@ -200,7 +200,7 @@ def test_label_issues_of_a_fold_missing_a_class_leave_the_probabilities_as_they_
 
 def test_scores_computed_in_chunks_equal_scores_computed_whole(monkeypatch):
     """A record is scored in chunks of samples (bounded memory at any size); the values do not depend on the chunk."""
-    from unseen.scores import records as records_module
+    from unseen.scores import scoring as records_module
 
     rng = np.random.default_rng(1)
     n, classes = 400, 6
@@ -256,3 +256,45 @@ def test_the_probe_scorer_trains_on_the_embeddings_of_the_train_split(small_data
     record = train_scoring_model(small_dataset, ScoringModel("unseen", 0, 0), params, seed=0, embeddings=embeddings)
     assert record.logits.shape == (2, len(record.sample_ids), 10) and record.epochs == (9, 10)
     assert (record.logits.argmax(-1)[-1] == record.labels).mean() > 0.6  # a pixel probe learns Fashion-MNIST classes
+
+
+def test_seen_scores_use_their_published_windows_and_held_out_scores_keep_theirs():
+    """Defaults for the CNN's 10 epochs: seen EL2N and GraNd at epoch 1 (a tenth of training), seen forgetting over every
+    epoch, seen AUM over epochs 1-3; every held-out score, and every other seen score, over score_epochs [6, 10]."""
+    params = ScoresParams(scorer="cnn", seen=True)
+    assert [params.window("seen", name) for name in ("el2n", "grand", "forgetting", "aum", "loss")] == [(1, 1), (1, 1), (1, 10), (1, 3), (6, 10)]
+    assert {params.window("unseen", name) for name in ("el2n", "forgetting", "aum")} == {(6, 10)}
+    assert params.recorded_window("seen") == (1, 10) and params.recorded_window("unseen") == (6, 10)
+    at_200 = ScoresParams(scorer="cnn", recipe=TrainRecipe(epochs=200), score_epochs=(100, 200))
+    assert at_200.window("seen", "el2n") == (20, 20) and at_200.window("seen", "aum") == (1, 66)
+    assert ScoresParams(seen_windows={}).recorded_window("seen") == ScoresParams().probe.score_epochs  # one window for all
+    with pytest.raises(ValueError, match=r"seen_windows.el2n: \[0.5, 0.2\] must be fractions of training"):
+        ScoresParams(seen_windows={"el2n": (0.5, 0.2)})
+
+
+def test_each_score_of_a_seen_record_averages_only_its_window():
+    """Hand-checked: two samples, epochs 1-4; sample 0 is right from epoch 2 on, sample 1 right at 1 and 3 only."""
+    from unseen.scores.scoring import record_scores
+
+    params = ScoresParams(scorer="cnn", recipe=TrainRecipe(epochs=4), score_epochs=(3, 4), seen_windows={"el2n": (0.25, 0.25), "forgetting": (0.0, 1.0)})
+    right, wrong = [2.0, 0.0], [0.0, 2.0]
+    logits = np.array([[wrong, right], [right, wrong], [right, right], [right, wrong]], dtype=np.float32)  # (epochs, samples, classes)
+    record = ModelRecord(ScoringModel("seen", 0), np.array([0, 1]), np.array([0, 0]), (1, 2, 3, 4), logits, np.ones((4, 2), np.float32), np.ones(2, bool))
+    specs = [SCORES[name] for name in ("el2n", "forgetting", "loss")]
+    scores = record_scores(record, specs, lambda name: params.window("seen", name))
+    p_right = np.exp(2) / (np.exp(2) + 1)
+    np.testing.assert_allclose(scores["el2n"], [np.sqrt(2) * p_right, np.sqrt(2) * (1 - p_right)], rtol=1e-6)  # epoch 1 only
+    np.testing.assert_array_equal(scores["forgetting"], [0, 2])  # epochs 1-4: sample 1 is forgotten at 2 and at 4
+    np.testing.assert_allclose(scores["loss"], [np.log1p(np.exp(-2)), (np.log1p(np.exp(-2)) + np.log1p(np.exp(2))) / 2], rtol=1e-6)  # 3-4
+
+
+def test_a_seen_probe_records_every_epoch_its_scores_need_and_a_fold_probe_only_its_window():
+    from unseen.config import ProbeRecipe
+    from unseen.scores import probe_record
+
+    x, labels, _ = _clusters()
+    params = ScoresParams(scorer="probe", seen=True, probe=ProbeRecipe(epochs=4, score_epochs=(3, 4), batch_size=64))
+    seen = probe_record(x, labels, np.arange(len(x)), ScoringModel("seen", 0), params, num_classes=3, seed=0, device=torch.device("cpu"))
+    fold = probe_record(x, labels, np.arange(len(x)), ScoringModel("unseen", 0, 0), params, num_classes=3, seed=0, device=torch.device("cpu"))
+    assert seen.epochs == (1, 2, 3, 4) and seen.logits.shape[0] == 4
+    assert fold.epochs == (3, 4) and fold.logits.shape[0] == 2

@@ -112,6 +112,15 @@ class ProbeRecipe(_Section):
         return self
 
 
+PUBLISHED_SEEN_WINDOWS: dict[str, tuple[float, float]] = {
+    "el2n": (0.1, 0.1),  # Paul et al. 2021: early in training (epoch 20 of 200)
+    "grand": (0.1, 0.1),
+    "forgetting": (0.0, 1.0),  # Toneva et al. 2019: every epoch from the first
+    "aum": (0.0, 0.33),  # Pleiss et al. 2020: up to the first learning-rate drop (the first third of their step schedule)
+}
+"""The windows of the seen scores as their papers compute them, as fractions of training (`scores.seen_windows`)."""
+
+
 class ScoresParams(_Section):
     scorer: Literal["cnn", "probe"] = "probe"  # cnn: fold models trained on the images (recipe); probe: on the embeddings (probe)
     folds: int = Field(2, ge=2)
@@ -122,6 +131,7 @@ class ScoresParams(_Section):
     recipe: TrainRecipe = TrainRecipe(epochs=10)
     score_epochs: tuple[int, int] = (6, 10)
     batch_size: int = Field(1024, ge=1)
+    seen_windows: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(PUBLISHED_SEEN_WINDOWS))
 
     @field_validator("scores")
     @classmethod
@@ -138,10 +148,33 @@ class ScoresParams(_Section):
         """Column stems: the entry itself, or the function name of a 'module:function' entry."""
         return tuple(entry.partition(":")[2].lower() if ":" in entry else entry for entry in self.scores)
 
+    @field_validator("seen_windows")
+    @classmethod
+    def _fractions_of_training(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (first, last) in value.items():
+            if not 0 <= first <= last <= 1 or last == 0:
+                raise ValueError(f"seen_windows.{name}: [{first}, {last}] must be fractions of training with 0 <= first <= last <= 1, last > 0")
+        return value
+
     @model_validator(mode="after")
     def _window_inside_training(self) -> "ScoresParams":
         _check_window(self.score_epochs, self.recipe.epochs, "score_epochs")
         return self
+
+    def window(self, kind: str, score: str) -> tuple[int, int]:
+        """The epochs (1-based, inclusive) whose outputs `score` averages for a `kind` model: seen models use
+        `seen_windows` (fractions of the scorer's training) where it names the score; every other model and score
+        the scorer's own window (`score_epochs`, or `probe.score_epochs` for probes)."""
+        epochs, window = (self.probe.epochs, self.probe.score_epochs) if self.scorer == "probe" else (self.recipe.epochs, self.score_epochs)
+        if kind != "seen" or score not in self.seen_windows:
+            return window
+        first, last = (max(1, round(fraction * epochs)) for fraction in self.seen_windows[score])
+        return first, last
+
+    def recorded_window(self, kind: str) -> tuple[int, int]:
+        """The epochs a `kind` model records: every window its scores use."""
+        windows = [self.window(kind, name) for name in self.score_names]
+        return min(first for first, _ in windows), max(last for _, last in windows)
 
 
 class SelectParams(_Section):

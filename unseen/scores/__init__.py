@@ -12,15 +12,12 @@ from unseen.scores.records import (
     ScoringModel,
     load_record,
     probe_record,
-    record_scores,
     save_record,
-    score_record,
-    score_step,
     scoring_models,
-    step_scores,
     stratified_folds,
     train_scoring_model,
 )
+from unseen.scores.scoring import record_scores, score_record, score_step, step_scores
 from unseen.scores.report import compare_seen_unseen, histogram_rows, scores_report, seen_unseen_histograms, spread
 from unseen.scores.table import ScoreTable, combine_records, embedding_scores, unseen_scores
 

@@ -61,9 +61,9 @@ def _record(probe: Probe, x: torch.Tensor, rows: torch.Tensor, mean: torch.Tenso
 
 def train_probe(
     embeddings: np.ndarray, labels: np.ndarray, trained_on: np.ndarray, scored: np.ndarray, recipe: ProbeRecipe, *,
-    num_classes: int, seed: int, device: torch.device, on_epoch: EpochCallback | None = None,
+    num_classes: int, seed: int, device: torch.device, on_epoch: EpochCallback | None = None, window: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Train a probe on the `trained_on` rows and record, after each epoch of `recipe.score_epochs`, the logits
+    """Train a probe on the `trained_on` rows and record, after each epoch of `window` (default `recipe.score_epochs`), the logits
     (E, n, C) and embedding norms (E, n) of the `scored` rows. Returns them with the train and record seconds.
     Batches are gathered and standardised one at a time, so the embeddings are never copied whole."""
     x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
@@ -77,7 +77,7 @@ def train_probe(
     steps = math.ceil(len(train_rows) / batch_size)
     optimizer = torch.optim.SGD(probe.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True)
     scheduler = lr_scheduler(optimizer, recipe, recipe.epochs * steps)
-    first, last = recipe.score_epochs
+    first, last = window or recipe.score_epochs
     logits = np.empty((last - first + 1, len(scored_rows), num_classes), dtype=np.float32)
     norms = np.empty((last - first + 1, len(scored_rows)), dtype=np.float32)
     seconds = {"train": 0.0, "record": 0.0}

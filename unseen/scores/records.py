@@ -21,7 +21,6 @@ from sklearn.model_selection import StratifiedKFold
 from unseen.config import ScoresParams
 from unseen.data import ImageDataset
 from unseen.models import Classifier
-from unseen.scores.functions import ScoreSpec, resolve_score
 from unseen.scores.probe import train_probe
 from unseen.tables import MODEL_OUTPUTS, list_column, read_table, table_meta, write_table
 from unseen.training import EpochCallback, pick_device, predict, train_model
@@ -111,9 +110,9 @@ def probe_record(
     trained_on, scored = scoring_masks(model, labels, params, seed, kept)
     logits, norms, train_seconds, record_seconds = train_probe(
         embeddings, labels, trained_on, scored, params.probe, num_classes=num_classes, seed=model.seed(seed), device=device or pick_device(),
-        on_epoch=on_epoch,
+        on_epoch=on_epoch, window=params.recorded_window(model.kind),
     )
-    first, last = params.probe.score_epochs
+    first, last = params.recorded_window(model.kind)
     return ModelRecord(
         model, sample_ids[scored], labels[scored], tuple(range(first, last + 1)), logits, norms, trained_on, train_seconds, record_seconds
     )
@@ -134,23 +133,25 @@ def train_scoring_model(
             on_epoch=on_epoch, kept=kept,
         )
     trained_on, scored = scoring_masks(model, labels, params, seed, kept)
-    logits, norms, train_seconds, record_seconds = _train_cnn(dataset, trained_on, scored, params, model.seed(seed), device or pick_device(), on_epoch)
-    first, last = params.score_epochs
+    first, last = params.recorded_window(model.kind)
+    logits, norms, train_seconds, record_seconds = _train_cnn(
+        dataset, trained_on, scored, params, (first, last), model.seed(seed), device or pick_device(), on_epoch
+    )
     return ModelRecord(
         model, dataset.train.sample_ids[scored], labels[scored], tuple(range(first, last + 1)), logits, norms, trained_on, train_seconds, record_seconds
     )
 
 
 def _train_cnn(
-    dataset: ImageDataset, trained_on: np.ndarray, scored: np.ndarray, params: ScoresParams, seed: int, device: torch.device,
-    on_epoch: EpochCallback | None,
+    dataset: ImageDataset, trained_on: np.ndarray, scored: np.ndarray, params: ScoresParams, window: tuple[int, int], seed: int,
+    device: torch.device, on_epoch: EpochCallback | None,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Train `scores.recipe` on the `trained_on` images; after each window epoch record logits (E, n, C) and embedding
-    norms (E, n) of the `scored` images. Returns them with the train and record seconds."""
+    """Train `scores.recipe` on the `trained_on` images; after each epoch of `window` record logits (E, n, C) and
+    embedding norms (E, n) of the `scored` images. Returns them with the train and record seconds."""
     labels = dataset.train.labels.numpy()
     scored_positions = np.flatnonzero(scored)
     scored_images = dataset.train.take(scored_positions).images
-    first, last = params.score_epochs
+    first, last = window
     logits, norms, timing = [], [], {"record": 0.0, "train": 0.0}
 
     def record(epoch: int, trained: Classifier, stats: dict[str, float]) -> None:
@@ -168,72 +169,6 @@ def _train_cnn(
 
     train_model(dataset, dataset.train.take(np.flatnonzero(trained_on)), params.recipe, seed=seed, device=device, on_epoch=record)
     return np.stack(logits).astype(np.float32), np.stack(norms).astype(np.float32), timing["train"], timing["record"]
-
-
-def step_scores(record: ModelRecord, kept: np.ndarray, score_name: str) -> np.ndarray:
-    """A step model's difficulty (higher = harder) of the samples not kept, in train-split order; refuses a record
-    that trained on any sample it scores, or that scored other samples than those not kept."""
-    if record.trained_on[~kept].any() or len(record.sample_ids) != int((~kept).sum()):
-        raise ValueError(f"{record.model.name}: not held out: it trained on samples it scores, or scored other samples than the rest")
-    return score_record(record, score_name)
-
-
-def score_step(
-    dataset: ImageDataset, step: int, kept: np.ndarray, params: ScoresParams, score_name: str, *, seed: int = 0,
-    device: torch.device | None = None, on_epoch: EpochCallback | None = None, embeddings: np.ndarray | None = None,
-) -> tuple[np.ndarray, ModelRecord]:
-    """Multi-step UNSEEN: train step `step`'s model on the kept samples only and score every other sample (held out
-    by construction); returns their difficulty (higher = harder) in train-split order, and the record."""
-    record = train_scoring_model(
-        dataset, ScoringModel("step", step - 1), params, seed=seed, device=device, on_epoch=on_epoch, kept=kept, embeddings=embeddings
-    )
-    return step_scores(record, kept, score_name), record
-
-
-CHUNK_LOGITS = 1 << 23
-"""Logits per chunk when scoring a record (32 MB of float32): the memory scoring takes, whatever the record's size."""
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def sample_scores(record: ModelRecord, specs: list[ScoreSpec]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The per-sample scores of `specs` on a record, computed on chunks of samples, and the window's mean
-    probabilities (n, C) when a whole-set score needs them (else None)."""
-    epochs, n, classes = record.logits.shape
-    chunk = max(1, CHUNK_LOGITS // max(1, epochs * classes))
-    values = {spec.name: np.empty(n) for spec in specs if spec.per_sample}
-    mean_probs = np.empty((n, classes), dtype=np.float32) if any(not spec.per_sample for spec in specs) else None
-    for start in range(0, n, chunk):
-        part = slice(start, start + chunk)
-        logits = record.logits[:, part]
-        probs = _softmax(logits)
-        for spec in specs:
-            if spec.per_sample:
-                values[spec.name][part] = spec(probs, logits, record.labels[part], record.embedding_norms[:, part])
-        if mean_probs is not None:
-            mean_probs[part] = probs.mean(axis=0)
-    return values, mean_probs
-
-
-def whole_set_scores(specs: list[ScoreSpec], mean_probs: np.ndarray | None, labels: np.ndarray, mean_norms: np.ndarray) -> dict[str, np.ndarray]:
-    """The scores of `specs` that need all of a record's samples at once (see `register_score`), on its mean probabilities."""
-    return {spec.name: spec(mean_probs[None], None, labels, mean_norms[None]) for spec in specs if not spec.per_sample}
-
-
-def record_scores(record: ModelRecord, specs: list[ScoreSpec]) -> dict[str, np.ndarray]:
-    """Every score in `specs` of every sample a record covers, in the score's own direction."""
-    values, mean_probs = sample_scores(record, specs)
-    return {**values, **whole_set_scores(specs, mean_probs, record.labels, record.embedding_norms.mean(0))}
-
-
-def score_record(record: ModelRecord, score_name: str) -> np.ndarray:
-    """One score of every sample a record covers, oriented so that higher = harder."""
-    spec = resolve_score(score_name)
-    values = record_scores(record, [spec])[spec.name]
-    return values if spec.higher_is_harder else -values
 
 
 def save_record(record: ModelRecord, path: str | Path, *, params_hash: str, data_fingerprint: str, batch_size: int) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +11,8 @@ import torch
 from unseen.config import ScoresParams
 from unseen.data import ImageDataset
 from unseen.scores.functions import ScoreError, difficulty, label_issue_flags, resolve_score
-from unseen.scores.records import ModelRecord, probe_record, sample_scores, scoring_models, train_scoring_model, whole_set_scores
+from unseen.scores.records import ModelRecord, probe_record, scoring_models, train_scoring_model
+from unseen.scores.scoring import sample_scores, whole_set_scores
 from unseen.training import EpochCallback
 
 
@@ -38,11 +39,13 @@ class ScoreTable:
 
 
 def combine_records(
-    records: Iterable[ModelRecord], scores: list[str], train_sample_ids: np.ndarray, train_labels: np.ndarray, *, repeats: int | None = None
+    records: Iterable[ModelRecord], scores: list[str], train_sample_ids: np.ndarray, train_labels: np.ndarray, *, repeats: int | None = None,
+    windows: Callable[[str, str], tuple[int, int]] | None = None,
 ) -> ScoreTable:
     """Mean and std over repeats of every score (registered names or 'module:function' entries, as in
     `scores.scores`), per variant; checks that unseen records never scored a sample they trained on. `records` may
-    be a generator (with `repeats` given): each record is scored and dropped before the next, so memory stays bounded."""
+    be a generator (with `repeats` given): each record is scored and dropped before the next, so memory stays bounded.
+    `windows(kind, score)` gives each score's epochs per model kind (`ScoresParams.window`); None: every recorded epoch."""
     records = records if repeats is not None else list(records)
     repeats = repeats if repeats is not None else 1 + max(r.model.repeat for r in records)
     position = {int(s): i for i, s in enumerate(train_sample_ids)}
@@ -50,16 +53,16 @@ def combine_records(
     specs = [resolve_score(entry) for entry in scores]
     per_repeat = {(spec.name, kind): np.full((repeats, len(train_sample_ids)), np.nan) for spec in specs for kind in ("unseen", "seen")}
     for record in records:
-        model, sample_ids, labels, mean_norms = record.model, record.sample_ids, record.labels, record.embedding_norms.mean(0)
+        model, sample_ids, labels = record.model, record.sample_ids, record.labels
         where = np.fromiter((position[int(s)] for s in sample_ids), dtype=np.int64, count=len(sample_ids))
         if model.kind == "unseen":
             if record.trained_on[where].any():
                 raise ValueError(f"{model.name} trained on samples it scores: not a held-out record")
             folds[where, model.repeat] = model.fold
-        scored, mean_probs = sample_scores(record, specs)
+        scored, whole = sample_scores(record, specs, (lambda name, kind=model.kind: windows(kind, name)) if windows else None)
         del record  # its outputs go before the whole-set scores copy the probabilities, and before the next record is made
-        scored.update(whole_set_scores(specs, mean_probs, labels, mean_norms))
-        del mean_probs
+        scored.update(whole_set_scores(whole, labels))
+        del whole
         for name, values in scored.items():
             if not np.isfinite(values).all():
                 first = int(sample_ids[np.flatnonzero(~np.isfinite(values))[0]])
@@ -91,7 +94,7 @@ def unseen_scores(
         train_scoring_model(dataset, model, params, seed=seed, device=device, on_epoch=on_epoch, embeddings=embeddings)
         for model in scoring_models(params)
     ]
-    return combine_records(records, list(params.scores), dataset.train.sample_ids, dataset.train.labels.numpy())
+    return combine_records(records, list(params.scores), dataset.train.sample_ids, dataset.train.labels.numpy(), windows=params.window)
 
 
 def embedding_scores(
@@ -107,4 +110,4 @@ def embedding_scores(
         probe_record(embeddings, labels, sample_ids, model, params, num_classes=num_classes, seed=seed, device=device)
         for model in scoring_models(params)
     )
-    return combine_records(records, list(params.scores), sample_ids, labels, repeats=params.repeats)
+    return combine_records(records, list(params.scores), sample_ids, labels, repeats=params.repeats, windows=params.window)
