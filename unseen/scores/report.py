@@ -67,6 +67,7 @@ def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str
     cols = min(4, len(score_names))
     rows = -(-len(score_names) // cols)
     figure, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=90, squeeze=False)
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.17 / rows, top=1 - 0.1 / rows, wspace=0.3, hspace=0.5)
     for axis, name in zip(axes.flat, score_names):
         present = [(variant, columns[f"{name}_{variant}"]) for variant in ("seen", "unseen") if f"{name}_{variant}" in columns]
         low = min(float(values.min()) for _, values in present)
@@ -77,7 +78,6 @@ def seen_unseen_histograms(columns: dict[str, np.ndarray], score_names: list[str
         axis.legend(fontsize=8)
     for axis in list(axes.flat)[len(score_names) :]:
         axis.set_visible(False)
-    figure.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
