@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from unseen.data import place_system_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
+EMPTY_TRACKING_STORE: list[Path] = []  # set once per session by `empty_tracking_store`
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,6 +25,18 @@ def isolated_prefect_home(tmp_path_factory) -> Path:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # image-collection scans, never ~/.cache
     return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_tracking_store(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, made once: `tiny_params` starts each test's store as a copy of it, because MLflow
+    takes seconds to create the schema of every new store (the DVC test keeps a store MLflow creates itself)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_registered_models()  # tracking and model registry tables
+    EMPTY_TRACKING_STORE.append(path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +72,10 @@ def tiny_params(tmp_path: Path, fashion_root: Path, **sections) -> dict:
     }
     for name, values in sections.items():
         params[name] = {**params[name], **values} if isinstance(values, dict) else values
+    store = tmp_path / "mlflow.db"
+    if EMPTY_TRACKING_STORE and params["tracking"]["uri"] == f"sqlite:///{store}" and not store.exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(EMPTY_TRACKING_STORE[0], store)
     return params
 
 

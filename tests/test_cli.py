@@ -15,11 +15,12 @@ def test_the_installed_script_exits_2_with_one_line_and_writes_nothing(tmp_path,
     params = tiny_params(tmp_path, fashion_root)
     params["select"]["prune_ratio"] = 1.5
     path = write_params(tmp_path / "params.yaml", params)
+    before = sorted(p.name for p in tmp_path.iterdir())
     result = subprocess.run([UNSEEN, "run", "--params", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {path}: invalid params\n  select.prune_ratio: Input should be less than 1")
     assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_overrides_reach_the_params(tmp_path):

@@ -32,18 +32,15 @@ FOLD_MODELS = ["unseen_r0_f0", "unseen_r0_f1", "unseen_r0_f2"]
 
 def fault_params(folder: Path, fashion_root: Path, **sections) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    params = tiny_params(
-        folder,
-        fashion_root,
-        data={"train_subset": 1000, "test_subset": 200},
-        features={"extractor": "pixels", "pca_components": 8},
-        scores={"scorer": "cnn", "folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting", "label_issue"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
-        retrain={"recipe": {"epochs": 1}},
-        orchestration={"retries": 1, "retry_delay_seconds": 0, "max_workers": 1, "torch_threads": 1},
-    )
-    for name, values in sections.items():
-        params[name] = {**params[name], **values}
-    return write_params(folder / "params.yaml", params)
+    own = {
+        "data": {"train_subset": 1000, "test_subset": 200},
+        "features": {"extractor": "pixels", "pca_components": 8},
+        "scores": {"scorer": "cnn", "folds": 3, "seen": False, "scores": ["el2n", "loss", "forgetting", "label_issue"], "recipe": {"epochs": 2}, "score_epochs": [1, 2]},
+        "retrain": {"recipe": {"epochs": 1}},
+        "orchestration": {"retries": 1, "retry_delay_seconds": 0, "max_workers": 1, "torch_threads": 1},
+    }
+    merged = {name: {**own.get(name, {}), **sections.get(name, {})} for name in own.keys() | sections.keys()}
+    return write_params(folder / "params.yaml", tiny_params(folder, fashion_root, **merged))
 
 
 def child_runs(folder: Path, parent_run_id: str) -> list:
