@@ -98,8 +98,8 @@ class ProbeRecipe(_Section):
 
     model: Literal["linear", "mlp"] = "linear"
     hidden: int = Field(256, ge=1)  # mlp only
-    epochs: int = Field(20, ge=1)
-    score_epochs: tuple[int, int] = (11, 20)
+    epochs: int = Field(10, ge=1)
+    score_epochs: tuple[int, int] = (6, 10)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -189,7 +189,7 @@ class SelectParams(_Section):
     regions_per_class: int = Field(8, ge=1)
     difficulty_power: float = Field(1.0, ge=0)
     density_power: float = Field(1.0, ge=0)
-    fourier_features: int = Field(256, ge=8)
+    fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(5, ge=0)
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(1, ge=1)
