@@ -108,11 +108,11 @@ def probe_record(
     if len(embeddings) != len(labels):
         raise ValueError(f"{model.name}: the probe scorer needs one embedding row per train sample ({len(embeddings)} rows, {len(labels)} labels)")
     trained_on, scored = scoring_masks(model, labels, params, seed, kept)
+    first, last = params.recorded_window(model.kind)
     logits, norms, train_seconds, record_seconds = train_probe(
         embeddings, labels, trained_on, scored, params.probe, num_classes=num_classes, seed=model.seed(seed), device=device or pick_device(),
-        on_epoch=on_epoch, window=params.recorded_window(model.kind),
+        on_epoch=on_epoch, window=(first, last),
     )
-    first, last = params.recorded_window(model.kind)
     return ModelRecord(
         model, sample_ids[scored], labels[scored], tuple(range(first, last + 1)), logits, norms, trained_on, train_seconds, record_seconds
     )
