@@ -104,9 +104,10 @@ def _print_summary(result: dict, wall: float) -> None:
     for report in result["stages"]:
         table.add_row(report.name, f"{report.wall_seconds:.1f}", f"{report.compute_seconds:.1f}", ", ".join(report.outputs))
     console.print(table)
-    from flows.summary import result_lines, run_link
+    from flows.summary import change_lines, result_lines, run_link
 
-    for line in result_lines(params, {k: v for report in result["stages"] for k, v in report.metrics.items()}):
+    metrics = {k: v for report in result["stages"] for k, v in report.metrics.items()}
+    for line in result_lines(params, metrics) + change_lines(result["stages"]):
         console.print(line)
     compute = sum(report.compute_seconds for report in result["stages"])
     in_stages = sum(report.wall_seconds for report in result["stages"])

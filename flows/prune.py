@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.stages import run_stage
 from flows.summary import publish_run
 from tasks.common import dataset_for
+from tasks.increment import stale_output
 from tasks.lineage import record_lineage
 from tasks.runners import set_torch_threads, workers_reach_this_api
 from tasks.tracking import check_tracking, pipeline_run
@@ -61,12 +62,19 @@ def outputs_lock(params: Params) -> Iterator[None]:
 
 
 @flow(name="prune", task_runner=DEFAULT_RUNNER)
-def prune(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """The whole pipeline in one flow run, tracked as one MLflow parent run with a child per fold and model."""
+def prune(params_file: str = "params.yaml", overrides: list[str] | None = None, only_if_changed: bool = False) -> dict:
+    """The whole pipeline in one flow run, tracked as one MLflow parent run with a child per fold and model. With
+    `only_if_changed` (scheduled runs) it does nothing when every output is already made from these params and data;
+    on a grown collection the scores stage scores only the new samples (tasks/increment.py)."""
     started = time.perf_counter()
     params = load_params(params_file, overrides or [])
     preflight(params, STAGES)
     with outputs_lock(params):
+        if only_if_changed and (stale := stale_output(params, dataset_for(params))) is None:
+            get_run_logger().info(f"nothing changed: every output in {params.output()} is made from these params and this data")
+            return {"skipped": True, "flow_seconds": time.perf_counter() - started, "params": params}
+        if only_if_changed:
+            get_run_logger().info(f"{stale} is out of date: running the pipeline")
         with workers_reach_this_api(), pipeline_run(params, "prune") as tracker:
             reports = [
                 run_stage("features", params, tracker),  # outputs/features.parquet: embeddings of every sample

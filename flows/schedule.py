@@ -13,11 +13,12 @@ def serve_prune(*, name: str, cron: str, params_file: str, overrides: list[str])
     """Register the deployment `prune/<name>` and execute its runs here until interrupted.
 
     Runs execute in this working directory (relative paths in params resolve here) with the flow's
-    default task runner; the cron schedule is in UTC.
+    default task runner; the cron schedule is in UTC. A run whose outputs are all current does nothing; one on a
+    grown collection scores only the new samples.
     """
     if not get_current_settings().api.url:
         raise SystemExit(
             "PREFECT_API_URL is not set: start a server with `prefect server start --host 127.0.0.1` "
             "and export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-    prune.serve(name=name, cron=cron, parameters={"params_file": os.path.abspath(params_file), "overrides": overrides})
+    prune.serve(name=name, cron=cron, parameters={"params_file": os.path.abspath(params_file), "overrides": overrides, "only_if_changed": True})

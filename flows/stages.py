@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from prefect import get_run_logger, unmapped
 
-from tasks.common import with_retries
+from tasks.common import dataset_for, with_retries
+from tasks.increment import increment_plan
 from tasks.features import features_task
 from tasks.retrain import metrics_task, register_task, retrain_task
 from tasks.runners import map_on_workers, submit_on_workers
@@ -27,6 +28,7 @@ class StageReport:
     wall_seconds: float = 0.0
     compute_seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what a user should read about how it ran (e.g. scored incrementally)
 
 
 def features_stage(params: Params, tracker: Tracker) -> StageReport:
@@ -36,11 +38,15 @@ def features_stage(params: Params, tracker: Tracker) -> StageReport:
 
 def scores_stage(params: Params, tracker: Tracker) -> StageReport:
     """Every scoring model as a mapped task (on Dask workers when chosen), then their records combined."""
+    plan = increment_plan(params, dataset_for(params))
+    get_run_logger().info(f"[scores] {plan.describe()}")
+    tracker.client.set_tag(tracker.run_id, "scoring", plan.describe())
     models = scoring_models(params.scores)
     results = map_on_workers(with_retries(params, scoring_model_task), unmapped(params), unmapped(tracker), models).result()
     compute, _ = with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
     outputs = [str(params.output("scores.parquet")), str(params.output("scores_report.json"))]
-    return StageReport("scores", outputs, compute_seconds=compute + sum(c for _, c in results))
+    metrics = {"scored_incrementally": float(plan.incremental), "new_samples_scored": float(len(plan.new_ids))}
+    return StageReport("scores", outputs, compute_seconds=compute + sum(c for _, c in results), metrics=metrics, notes=[plan.describe()])
 
 
 def select_stage(params: Params, tracker: Tracker) -> StageReport:
@@ -52,7 +58,7 @@ def select_stage(params: Params, tracker: Tracker) -> StageReport:
         return with_retries(params, task)(*args)
 
     compute, metrics = select_steps(params, tracker, run)
-    outputs = [str(params.output("coreset.parquet")), str(params.output("select_report.json"))]
+    outputs = [str(params.output(name)) for name in ("coreset.parquet", "coreset_diff.parquet", "select_report.json")]
     return StageReport("select", outputs, compute_seconds=compute, metrics=metrics)
 
 
@@ -76,7 +82,7 @@ def stage_tables(name: str, params: Params) -> dict[str, str]:
         "features": [], "scores": ["features.parquet"] if params.scores.scorer == "probe" else [],
         "select": ["features.parquet", "scores.parquet"], "retrain": ["coreset.parquet"],
     }[name]
-    writes = {"features": ["features.parquet", "skipped_images.parquet"], "scores": ["scores.parquet"], "select": ["coreset.parquet"], "retrain": []}[name]
+    writes = {"features": ["features.parquet", "skipped_images.parquet"], "scores": ["scores.parquet"], "select": ["coreset.parquet", "coreset_diff.parquet"], "retrain": []}[name]
     return {**{str(params.output(t)): "read" for t in reads}, **{str(params.output(t)): "written" for t in writes}}
 
 

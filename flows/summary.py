@@ -30,6 +30,19 @@ def seed_noise_line(prune_ratio: float) -> str:
     return "no benchmark results here to compare with one seed's noise (see docs/benchmarks.md)"
 
 
+def change_lines(reports: list) -> list[str]:
+    """How the scores were made (incrementally or from scratch) and how the coreset changed against the one before."""
+    metrics = {k: v for report in reports for k, v in report.metrics.items()}
+    lines = [note for report in reports for note in report.notes]
+    if metrics.get("coreset_kept", 0) + metrics.get("coreset_dropped", 0) > 0:
+        lines.append(
+            f"coreset against the one before: {int(metrics['coreset_added'])} added, {int(metrics['coreset_dropped'])} dropped, "
+            f"{int(metrics['coreset_kept'])} kept; {int(metrics['new_samples'])} new samples, {int(metrics['new_samples_selected'])} "
+            "of them selected (coreset_diff.parquet)"
+        )
+    return lines
+
+
 def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     """The coreset, both test accuracies, the margin next to the seed noise, and the registered model."""
     if "test_accuracy_coreset" not in metrics:
@@ -47,7 +60,7 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
 def run_markdown(params: Params, reports: list, run_link: str) -> str:
     """The run summary as Markdown: results, each stage's wall and compute time, and where the run is tracked."""
     metrics = {k: v for report in reports for k, v in report.metrics.items()}
-    lines = ["## UNSEEN prune run", "", *[f"- {line}" for line in result_lines(params, metrics)], "",
+    lines = ["## UNSEEN prune run", "", *[f"- {line}" for line in result_lines(params, metrics) + change_lines(reports)], "",
              "| stage | wall s | compute s |", "|---|---|---|"]
     lines += [f"| {r.name} | {r.wall_seconds:.1f} | {r.compute_seconds:.1f} |" for r in reports]
     return "\n".join([*lines, "", f"MLflow run: {run_link}", f"params hash: `{params.run_hash()}`"])

@@ -11,9 +11,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
+from tasks.increment import features_folder, increment_plan, keep_copy
 from tasks.tracking import Tracker
 from unseen.config import Params
-from unseen.features import extract_features, features_columns
+from unseen.features import extend_features, extract_features, features_columns
 from unseen.tables import FEATURES, SKIPPED_IMAGES, write_table
 from unseen.training import pick_device
 
@@ -23,17 +24,31 @@ def features_task(params: Params, tracker: Tracker) -> float:
     """Extract the embeddings (retrying with smaller batches when out of memory); returns the compute seconds."""
     started = time.perf_counter()
     dataset = dataset_for(params)
-    with tracker.child_run("features", stage="features") as run_id:
-        on_epoch = epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
-        (train, test), _ = shrinking_on_oom(
-            params, tracker, run_id, "features", lambda p: p.features.proxy.batch_size,
-            lambda p: extract_features(dataset, p.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch),
-        )
+    plan, kept = increment_plan(params, dataset), features_folder(params, dataset)
+    with tracker.child_run("features", stage="features", scoring=plan.mode) as run_id:
+        if plan.incremental:  # the extractor the cached scoring models scored with embeds the new samples
+            get_run_logger().info(f"[features] {plan.describe()}")
+            base = plan.state.features_folder
+            (train, test), _ = shrinking_on_oom(
+                params, tracker, run_id, "features", lambda p: p.features.batch_size,
+                lambda p: extend_features(dataset, p.features, base, device=pick_device()),
+            )
+            if (base / "extractor.pt").is_file() and base != kept:
+                keep_copy(base / "extractor.pt", kept / "extractor.pt")
+        else:
+            on_epoch = epoch_logger(tracker, run_id, "[features] proxy", params.features.proxy.epochs)
+            (train, test), _ = shrinking_on_oom(
+                params, tracker, run_id, "features", lambda p: p.features.proxy.batch_size,
+                lambda p: extract_features(
+                    dataset, p.features, seed=params.seed, device=pick_device(), on_epoch=on_epoch, keep_extractor=kept / "extractor.pt"
+                ),
+            )
         compute = time.perf_counter() - started
-        write_table(
+        path = write_table(
             FEATURES, features_columns(dataset, train, test), params.output("features.parquet"),
             params_hash=params.stage_hash("features"), data_fingerprint=dataset.fingerprint, extractor=params.features.extractor,
         )
+        keep_copy(path, kept / "features.parquet")
         skipped = params.output("skipped_images.parquet")
         write_table(
             SKIPPED_IMAGES,

@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
+from tasks.increment import increment_plan, keep_copy, publish_state, snapshot_ids
 from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
 from unseen.config import Params
@@ -26,10 +27,13 @@ from unseen.scores import (
     load_record,
     save_record,
     scores_report,
+    scoring_models,
     seen_unseen_histograms,
     train_scoring_model,
 )
-from unseen.tables import SCORES, TableError, write_table
+from unseen.increment import IncrementPlan, ScoringState
+from unseen.scores.extend import WeightKeeper, extend_record, score_new_samples
+from unseen.tables import SCORES, TableError, positions_of, write_table
 from unseen.training import pick_device
 
 
@@ -51,34 +55,68 @@ def _scorer_batch_size(params: Params) -> int:
     return params.scores.probe.batch_size if params.scores.scorer == "probe" else params.scores.recipe.batch_size
 
 
+def _cached(params: Params, dataset: ImageDataset, path: Path, stage: str, plan: IncrementPlan | None) -> bool:
+    """Whether the model's record is cached for this run: made with these params and data (and, for a run from
+    scratch, not extended from an earlier run's models)."""
+    if not path.is_file():
+        return False
+    state = ScoringState.read(path.parent) if plan is not None and not plan.incremental else None
+    try:
+        if state is not None and state.incremental:
+            raise TableError(f"{path}: extended from an earlier run's models, and this run scores from scratch")
+        read_record(params, dataset, path, stage)
+    except TableError as exc:  # a truncated or foreign cache entry is not an error: train the model again
+        get_run_logger().warning(f"[{stage}] cached record unusable ({exc}); training the model again")
+        path.unlink()
+        return False
+    get_run_logger().info(f"[{stage}] already recorded: {path}")
+    return True
+
+
+def _extended_record(params: Params, dataset: ImageDataset, model: ScoringModel, plan: IncrementPlan, embeddings: np.ndarray | None) -> ModelRecord:
+    """The record of `model` from the run that trained it, with the samples added since scored by its kept weights."""
+    state = plan.state
+    base = load_record(state.folder / f"{model.name}.parquet", params_hash=None, data_fingerprint=None, train_size=state.train_size)
+    positions = positions_of(dataset.train.sample_ids, plan.new_ids, "the grown train split")
+    logits, norms, _ = score_new_samples(state.folder / f"{model.name}.weights.pt", params.scores, dataset, positions, embeddings, device=pick_device())
+    weights = model_cache_path(params, dataset, model).with_suffix(".weights.pt")
+    if state.folder != weights.parent:  # the next increment builds on this run's folder
+        keep_copy(state.folder / weights.name, weights)
+    return extend_record(base, snapshot_ids(state.features_folder)[0], dataset.train.sample_ids, positions, dataset.train.labels.numpy(), logits, norms)
+
+
 @task(name="scoring-model", cache_policy=NO_CACHE, tags=["gpu"])
 def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, kept: np.ndarray | None = None) -> tuple[str, float]:
     """Train one scoring model unless its record is cached: a fold or seen model of the scores stage, or a step model
-    of multi-step selection (trained on `kept`). Returns (record path, compute seconds)."""
+    of multi-step selection (trained on `kept`). On a grown collection a fold model of an earlier run scores the new
+    samples instead (`tasks.increment`). Returns (record path, compute seconds)."""
     set_torch_threads(params.orchestration)
     started = time.perf_counter()
     dataset = dataset_for(params)
     path = model_cache_path(params, dataset, model)
     stage = "select" if model.kind == "step" else "scores"
-    if path.is_file():
-        try:
-            read_record(params, dataset, path, stage)
-            get_run_logger().info(f"[{stage}] {model.name} already recorded: {path}")
-            return str(path), 0.0
-        except TableError as exc:  # a truncated or foreign cache entry is not an error: train the model again
-            get_run_logger().warning(f"[{stage}] {model.name}: cached record unusable ({exc}); training it again")
-            path.unlink()
+    plan = increment_plan(params, dataset) if stage == "scores" else None
+    if _cached(params, dataset, path, stage, plan):
+        return str(path), 0.0
     with tracker.child_run(f"{stage}/{model.name}", stage=stage, kind=model.kind, repeat=str(model.repeat), fold=str(model.fold)) as run_id:
         probe = params.scores.scorer == "probe"
-        epochs = params.scores.probe.epochs if probe else params.scores.recipe.epochs
-        on_epoch = epoch_logger(tracker, run_id, f"[{stage}] {model.name}", epochs)
         embeddings = read_features(params, dataset)[1] if probe else None
-        record, used = shrinking_on_oom(
-            params, tracker, run_id, f"{stage} {model.name}", _scorer_batch_size,
-            lambda p: train_scoring_model(
-                dataset, model, p.scores, seed=params.seed, device=pick_device(), on_epoch=on_epoch, kept=kept, embeddings=embeddings
-            ),
-        )
+        used = params
+        if plan is not None and plan.incremental and model.kind == "unseen":
+            record = _extended_record(params, dataset, model, plan, embeddings)
+            tracker.log_metrics(run_id, {"scored_new": len(plan.new_ids)})
+        else:
+            epochs = params.scores.probe.epochs if probe else params.scores.recipe.epochs
+            on_epoch = epoch_logger(tracker, run_id, f"[{stage}] {model.name}", epochs)
+            keeper = WeightKeeper(params.scores.recorded_window("unseen"), on_epoch) if model.kind == "unseen" and params.increment.enabled else None
+            record, used = shrinking_on_oom(
+                params, tracker, run_id, f"{stage} {model.name}", _scorer_batch_size,
+                lambda p: train_scoring_model(
+                    dataset, model, p.scores, seed=params.seed, device=pick_device(), on_epoch=keeper or on_epoch, kept=kept, embeddings=embeddings
+                ),
+            )
+            if keeper is not None:
+                keeper.save(path.with_suffix(".weights.pt"), params.scores, dataset, in_dim=0 if embeddings is None else embeddings.shape[1])
         compute = time.perf_counter() - started
         save_record(record, path, params_hash=params.stage_hash(stage), data_fingerprint=dataset.fingerprint, batch_size=_scorer_batch_size(used))
         tracker.log_metrics(run_id, {
@@ -101,10 +139,11 @@ def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str
     report = scores_report(table, records, names, noisy=dataset.noisy_train)
     compute = time.perf_counter() - started
     path = write_table(
-        SCORES, {"sample_id": table.sample_ids, "label": table.labels, "folds": table.folds, **table.columns}, params.output("scores.parquet"),
+        SCORES, {"sample_id": table.sample_ids, "label": table.labels, "folds": table.folds, "scored_by": table.scored_by, **table.columns}, params.output("scores.parquet"),
         params_hash=params.stage_hash("scores"), data_fingerprint=dataset.fingerprint,
     )
     write_json(params.output("scores_report.json"), report)
+    publish_state(params, dataset, increment_plan(params, dataset), [m.name for m in scoring_models(params.scores) if m.kind == "unseen"])
     oriented = table.oriented()
     plot = seen_unseen_histograms(oriented, names, params.output("plots", "scores_distributions.png"))
     write_csv(params.output("plots", "scores_histogram.csv"), histogram_rows(oriented, params.select.score_name))

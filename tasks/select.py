@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for
+from tasks.increment import keep_copy
 from tasks.scores import read_record, scoring_model_task
 from tasks.tracking import Tracker
 from unseen.checks import label_issues_input, scores_input
@@ -19,8 +20,10 @@ from unseen.features import read_features
 from unseen.config import Params
 from unseen.io import write_csv, write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
-from unseen.selection import class_budget_rows, random_baseline, select, select_step, selection_report, step_difficulty
-from unseen.tables import CORESET, positions_of, write_table
+from unseen.selection import (
+    class_budget_rows, coreset_diff, diff_counts, random_baseline, select, select_step, selection_report, step_difficulty,
+)
+from unseen.tables import CORESET, CORESET_DIFF, positions_of, read_table, write_table
 
 
 @task(name="select", cache_policy=NO_CACHE)
@@ -60,6 +63,7 @@ def select_task(
         CORESET, columns, params.output("coreset.parquet"),
         params_hash=params.stage_hash("select"), data_fingerprint=dataset.fingerprint, score_column=params.select.score,
     )
+    report.update(write_diff(params, dataset.fingerprint, tracker, columns))
     write_json(params.output("select_report.json"), report)
     write_csv(params.output("plots", "class_budgets.csv"), class_budget_rows(report, list(dataset.classes), labels))
     flat = {k: v for k, v in report.items() if isinstance(v, (int, float))}
@@ -68,6 +72,26 @@ def select_task(
     tracker.log_artifact(tracker.run_id, path, "tables")
     tracker.log_artifact(tracker.run_id, params.output("select_report.json"))
     return compute, flat, np.where(coreset.selected, 1, -1) if joined is None else joined
+
+
+def write_diff(params: Params, fingerprint: str, tracker: Tracker, columns: dict[str, np.ndarray]) -> dict[str, int]:
+    """coreset_diff.parquet against the coreset selected before in this outputs folder (kept in its cache), then this
+    coreset kept as the next run's `before`; returns the counts, which the run logs and shows."""
+    last = params.output("cache", "select", "last_coreset.parquet")
+    before = read_table(CORESET, last) if last.is_file() else None
+    before_ids = before.column("sample_id").to_numpy() if before is not None else np.empty(0, dtype=np.int64)
+    before_selected = before.column("selected").to_numpy(zero_copy_only=False) if before is not None else np.empty(0, dtype=bool)
+    diff = coreset_diff(before_ids, before_selected, columns["sample_id"], columns["selected"], columns["cut_as_hardest"])
+    path = write_table(CORESET_DIFF, diff, params.output("coreset_diff.parquet"), params_hash=params.stage_hash("select"), data_fingerprint=fingerprint)
+    keep_copy(params.output("coreset.parquet"), last)
+    counts = diff_counts(diff)
+    if before is not None:
+        get_run_logger().info(
+            f"[select] against the coreset before: {counts['coreset_added']} added, {counts['coreset_dropped']} dropped, "
+            f"{counts['coreset_kept']} kept; {counts['new_samples']} new samples, {counts['new_samples_selected']} of them selected"
+        )
+    tracker.log_artifact(tracker.run_id, path, "tables")
+    return counts
 
 
 TaskCall = Callable[..., Any]

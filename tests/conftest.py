@@ -65,6 +65,7 @@ def tiny_params(tmp_path: Path, fashion_root: Path, **sections) -> dict:
         "data": {"name": "fashion-mnist", "root": str(fashion_root), "download": False, "train_subset": 2000, "test_subset": 500},
         "features": {"extractor": "proxy", "proxy": {"epochs": 1}},
         "scores": {"folds": 2, "recipe": {"epochs": 2}, "score_epochs": [1, 2], "probe": {"epochs": 2, "score_epochs": [1, 2]}},
+        "increment": {"enabled": True, "max_growth": 0.25},  # dvc.yaml tracks the section: params.yaml must name it
         "select": {"prune_ratio": 0.5},
         "retrain": {"recipe": {"epochs": 2}},
         "orchestration": {"retries": 0, "retry_delay_seconds": 0, "max_workers": 2},

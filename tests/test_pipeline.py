@@ -86,7 +86,7 @@ def test_the_run_shows_its_tables_model_and_summary_in_mlflow_and_on_the_flow_ru
     for item in parent.inputs.dataset_inputs:
         tags = {tag.key: tag.value for tag in item.tags}
         logged[(item.dataset.name, tags["mlflow.data.context"])] = (item.dataset.digest, tags.get("unseen.params_hash"))
-    assert set(logged) == {("features", "written"), ("skipped_images", "written"), ("scores", "written"), ("coreset", "written")}  # once each: where it was made
+    assert set(logged) == {("features", "written"), ("skipped_images", "written"), ("scores", "written"), ("coreset", "written"), ("coreset_diff", "written")}  # once each: where it was made
     outputs = tmp / "outputs"
     assert logged[("scores", "written")][0] == file_md5(outputs / "scores.parquet")  # the DVC md5 as digest
     assert logged[("coreset", "written")][1] == read_table(CORESET, outputs / "coreset.parquet").schema.metadata[b"unseen.params_hash"].decode()

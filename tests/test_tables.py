@@ -11,6 +11,7 @@ def _scores(n=5):
         "sample_id": np.arange(n),
         "label": np.zeros(n, dtype=np.int16),
         "folds": np.zeros((n, 2), dtype=np.int16),
+        "scored_by": np.full(n, "unseen_r0_f0"),
         "el2n_unseen": np.linspace(0, 1, n).astype(np.float32),
     }
 
@@ -18,7 +19,7 @@ def _scores(n=5):
 def test_round_trip_keeps_schema_and_provenance(tmp_path):
     path = write_table(SCORES, _scores(), tmp_path / "scores.parquet", params_hash="abc", data_fingerprint="fp")
     table = read_table(SCORES, path, data_fingerprint="fp", params_hash="abc")
-    assert table.column_names == ["sample_id", "label", "folds", "el2n_unseen"]
+    assert table.column_names == ["sample_id", "label", "folds", "scored_by", "el2n_unseen"]
     assert table.column("folds").to_pylist()[0] == [0, 0]
     assert table.schema.metadata[b"unseen.params_hash"] == b"abc"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]  # no temporary file left behind
@@ -58,7 +59,7 @@ def test_written_tables_follow_the_umask_not_the_temporary_files_mode(tmp_path):
 
     previous = os.umask(0o022)
     try:
-        path = write_table(SCORES, {"sample_id": np.arange(3), "label": np.zeros(3), "folds": np.zeros((3, 1))}, tmp_path / "s.parquet",
+        path = write_table(SCORES, _scores(3), tmp_path / "s.parquet",
                            params_hash="p", data_fingerprint="d")
     finally:
         os.umask(previous)

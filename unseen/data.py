@@ -253,6 +253,8 @@ def _fingerprint(name: str, classes: list[str], train: Split, test: Split) -> st
 
 
 def _subsets_and_noise(params: DataParams, seed: int, num_classes: int, train: Split, test: Split) -> tuple[Split, Split, np.ndarray | None]:
+    if params.train_first is not None:  # a prefix stands in for a collection that grows: later runs see more of the same split
+        train = train.take(np.arange(min(params.train_first, len(train))))
     train = stratified_subset(train, params.train_subset, seed, "data.train_subset", num_classes)
     test = stratified_subset(test, params.test_subset, seed, "data.test_subset", num_classes)
     if params.label_noise > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ from torch import nn
 from torchvision import models as tv_models
 
 from unseen.config import FeaturesParams, InputError, Params
-from unseen.data import ImageDataset, stratified_subset
+from unseen.data import ImageDataset, Split, stratified_subset
 from unseen.images import batches_in_order
-from unseen.tables import FEATURES, finite_or_raise, list_column, read_table, same_ids_or_raise
+from unseen.models import load_model, save_model
+from unseen.tables import FEATURES, finite_or_raise, list_column, positions_of, read_table, same_ids_or_raise
 from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
 
 
@@ -45,13 +47,17 @@ def pixel_features(dataset: ImageDataset, components: int, seed: int, batch_size
 
 
 def proxy_features(
-    dataset: ImageDataset, params: FeaturesParams, seed: int, device: torch.device, on_epoch: EpochCallback | None
+    dataset: ImageDataset, params: FeaturesParams, seed: int, device: torch.device, on_epoch: EpochCallback | None, keep_extractor: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate-layer embeddings of a small model trained for a few epochs on the train split, or on a stratified
-    `proxy_fraction` of it (less to train, and the rest of the samples are unseen by the extractor)."""
+    `proxy_fraction` of it (less to train, and the rest of the samples are unseen by the extractor). The model is saved
+    to `keep_extractor` when given: it embeds the samples added to the collection later (`extend_features`)."""
     size = max(1, round(params.proxy_fraction * len(dataset.train)))
     fitted = stratified_subset(dataset.train, size, seed, "features.proxy_fraction", dataset.num_classes)
     model = train_model(dataset, fitted, params.proxy, seed=seed, device=device, on_epoch=on_epoch)
+    if keep_extractor is not None:
+        save_model(keep_extractor, model, model_name=params.proxy.model, classes=dataset.classes, image_shape=dataset.image_shape,
+                   mean=dataset.mean, std=dataset.std)
     return tuple(  # type: ignore[return-value]
         predict_embeddings(model, dataset, split.images, batch_size=params.batch_size).numpy()
         for split in (dataset.train, dataset.test)
@@ -91,12 +97,13 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, object]:
 
 
 @torch.inference_mode()
-def pretrained_features(dataset: ImageDataset, model_name: str, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings from an ImageNet-pretrained torchvision model, with the preprocessing its weights expect."""
+def pretrained_features(dataset: ImageDataset, model_name: str, batch_size: int, device: torch.device, splits: list[Split] | None = None) -> list[np.ndarray]:
+    """Embeddings from an ImageNet-pretrained torchvision model, with the preprocessing its weights expect, of each of
+    `splits` (default: the train and test splits)."""
     model, preprocess = load_pretrained(model_name)
     model = model.to(device)
     outputs = []
-    for split in (dataset.train, dataset.test):
+    for split in splits or [dataset.train, dataset.test]:
         chunks = []
         for images in batches_in_order(split.images, batch_size):
             if images.shape[1] == 1:
@@ -104,7 +111,7 @@ def pretrained_features(dataset: ImageDataset, model_name: str, batch_size: int,
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 chunks.append(model(preprocess(images.to(device))).float().cpu())
         outputs.append(torch.cat(chunks).flatten(1).numpy())
-    return outputs[0], outputs[1]
+    return outputs
 
 
 def extract_features(
@@ -114,14 +121,44 @@ def extract_features(
     seed: int,
     device: torch.device | None = None,
     on_epoch: EpochCallback | None = None,
+    keep_extractor: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) float32 embeddings, one row per sample in split order."""
+    """(train, test) float32 embeddings, one row per sample in split order; a trained extractor is kept in
+    `keep_extractor` when given."""
     device = device or pick_device()
     if params.extractor == "pixels":
         return pixel_features(dataset, params.pca_components, seed, params.batch_size)
     if params.extractor == "proxy":
-        return proxy_features(dataset, params, seed, device, on_epoch)
-    return pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device)
+        return proxy_features(dataset, params, seed, device, on_epoch, keep_extractor)
+    train, test = pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device)
+    return train, test
+
+
+def extend_features(dataset: ImageDataset, params: FeaturesParams, base: Path, *, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) embeddings of a grown collection from the features kept in `base` (`features.parquet` and, for the
+    proxy, `extractor.pt`): the samples embedded there keep their rows, and the extractor that made them embeds the new
+    ones, with the normalisation it was trained with (so the new samples are unseen by the extractor too)."""
+    table = read_table(FEATURES, base / "features.parquet")
+    ids, embedding = table.column("sample_id").to_numpy(), list_column(table, "embedding")
+    known_split = table.column("split").to_numpy(zero_copy_only=False)
+    outputs = []
+    for name, split in (("train", dataset.train), ("test", dataset.test)):
+        rows = known_split == name
+        known = np.isin(split.sample_ids, ids[rows])
+        result = np.empty((len(split), embedding.shape[1]), dtype=np.float32)
+        result[known] = embedding[rows][positions_of(ids[rows], split.sample_ids[known], str(base / "features.parquet"))]
+        if not known.all():
+            result[~known] = _embed_new(dataset, params, base, split.take(np.flatnonzero(~known)), device)
+        outputs.append(result)
+    return outputs[0], outputs[1]
+
+
+def _embed_new(dataset: ImageDataset, params: FeaturesParams, base: Path, split: Split, device: torch.device) -> np.ndarray:
+    if params.extractor.startswith("pretrained:"):
+        return pretrained_features(dataset, params.extractor.removeprefix("pretrained:"), params.batch_size, device, [split])[0]
+    kept = load_model(base / "extractor.pt")
+    trained_with = dataclasses.replace(dataset, mean=tuple(kept.mean.flatten().tolist()), std=tuple(kept.std.flatten().tolist()))
+    return predict_embeddings(kept.classifier.to(device), trained_with, split.images, batch_size=params.batch_size).numpy()
 
 
 def features_columns(dataset: ImageDataset, train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray | list[np.ndarray]]:

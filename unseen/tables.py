@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from unseen.config import InputError
 from unseen.io import atomic_path
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 class TableError(InputError):
@@ -46,7 +46,12 @@ SKIPPED_IMAGES = TableSpec(
 SCORES = TableSpec(
     "scores",
     "scores",
-    pa.schema([("sample_id", pa.int64()), ("label", pa.int16()), ("folds", pa.list_(pa.int16()))]),  # folds[r]: held out in repeat r
+    pa.schema([
+        ("sample_id", pa.int64()),
+        ("label", pa.int16()),
+        ("folds", pa.list_(pa.int16())),  # folds[r]: the fold that held the sample out in repeat r (-1: every fold model)
+        ("scored_by", pa.string()),  # the scoring models behind its scores, e.g. "unseen_r0_f0,unseen_r0_f1" for a sample added later
+    ]),
     extra_columns=r"[a-z0-9_]+_(unseen|seen)(_std)?",
 )
 MODEL_OUTPUTS = TableSpec(
@@ -85,6 +90,13 @@ CORESET = TableSpec(
         ]
     ),
 )
+
+CORESET_DIFF = TableSpec(
+    "coreset_diff",
+    "select",
+    pa.schema([("sample_id", pa.int64()), ("before", pa.bool_()), ("after", pa.bool_()), ("reason", pa.string())]),
+)
+"""The coreset against the one selected before it in the same outputs folder (all False before: the first selection)."""
 
 
 def _list_rows(values: np.ndarray, list_type: pa.DataType) -> pa.ListArray:

@@ -5,23 +5,20 @@ a named score or selection method exists is checked by `unseen.checks` against t
 """
 
 from unseen.config.files import format_validation_error, load_params, read_yaml_mapping, validate_params
+from unseen.config.runtime import DaskParams, InputError, OrchestrationParams, ParamsError, TrackingParams
 from unseen.config.sections import (
     DATASETS,
     MODELS,
     STAGE_PARAMS,
     STAGES,
-    DaskParams,
     DataParams,
     FeaturesParams,
-    InputError,
-    OrchestrationParams,
+    IncrementParams,
     Params,
-    ParamsError,
     ProbeRecipe,
     RetrainParams,
     ScoresParams,
     SelectParams,
-    TrackingParams,
     TrainRecipe,
 )
 
@@ -33,6 +30,7 @@ __all__ = [
     "DaskParams",
     "DataParams",
     "FeaturesParams",
+    "IncrementParams",
     "InputError",
     "OrchestrationParams",
     "Params",

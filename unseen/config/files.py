@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from unseen.config.sections import Params, ParamsError
+from unseen.config.runtime import ParamsError
+from unseen.config.sections import Params
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from unseen.config.runtime import OrchestrationParams, Section, TrackingParams
 
 STAGES = ("features", "scores", "select", "retrain")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "features": ("seed", "data", "features"),
-    "scores": ("seed", "data", "features", "scores"),  # features: the probe scorer trains on the embeddings
-    "select": ("seed", "data", "features", "scores", "select"),
+    "features": ("seed", "data", "features", "increment"),
+    "scores": ("seed", "data", "features", "scores", "increment"),  # features: the probe scorer trains on the embeddings
+    "select": ("seed", "data", "features", "scores", "increment", "select"),
     "retrain": ("seed", "data", "select", "retrain"),
 }
 """The params sections each stage's outputs depend on: what its tables' params hash covers, and dvc.yaml's params."""
@@ -22,19 +24,7 @@ DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest")
 MODELS = ("small_cnn", "mlp", "resnet18")
 
 
-class InputError(ValueError):
-    """Unusable input (params, data, a table, a score function): the message names it and the fix; never retried."""
-
-
-class ParamsError(InputError):
-    """A params file or override that cannot be used; the message names the key and the fix."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class TrainRecipe(_Section):
+class TrainRecipe(Section):
     """How one model is trained: shared by the proxy, the scoring models and the retrained model."""
 
     model: Literal["small_cnn", "mlp", "resnet18"] = "small_cnn"
@@ -47,11 +37,12 @@ class TrainRecipe(_Section):
     lr_schedule: Literal["one_cycle", "cosine"] = "one_cycle"  # cosine: the CIFAR/ResNet-18 recipe of the papers
 
 
-class DataParams(_Section):
+class DataParams(Section):
     name: Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest"] = "fashion-mnist"
     root: str = "data"
     download: bool = True
     verify_checksums: bool = True
+    train_first: int | None = Field(None, ge=10)  # the first N train samples in the split's order: a collection that grows
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
     label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of train labels flipped to another class (benchmarks)
@@ -72,7 +63,7 @@ class DataParams(_Section):
         return self
 
 
-class FeaturesParams(_Section):
+class FeaturesParams(Section):
     extractor: str = "proxy"
     proxy: TrainRecipe = TrainRecipe(epochs=2)
     proxy_fraction: float = Field(1.0, gt=0, le=1)  # the stratified share of the train split the proxy trains on
@@ -93,7 +84,7 @@ def _check_window(window: tuple[int, int], epochs: int, where: str) -> None:
         raise ValueError(f"{where} {list(window)} must satisfy 1 <= first <= last <= epochs ({epochs})")
 
 
-class ProbeRecipe(_Section):
+class ProbeRecipe(Section):
     """A probe scoring model on the embeddings of features.parquet: a linear layer, or one hidden ReLU layer."""
 
     model: Literal["linear", "mlp"] = "linear"
@@ -121,7 +112,7 @@ PUBLISHED_SEEN_WINDOWS: dict[str, tuple[float, float]] = {
 """The windows of the seen scores as their papers compute them, as fractions of training (`scores.seen_windows`)."""
 
 
-class ScoresParams(_Section):
+class ScoresParams(Section):
     scorer: Literal["cnn", "probe"] = "probe"  # cnn: fold models trained on the images (recipe); probe: on the embeddings (probe)
     folds: int = Field(2, ge=2)
     repeats: int = Field(1, ge=1)
@@ -177,7 +168,14 @@ class ScoresParams(_Section):
         return min(first for first, _ in windows), max(last for _, last in windows)
 
 
-class SelectParams(_Section):
+class IncrementParams(Section):
+    """When a run on a grown collection scores only the new samples with the scoring models of an earlier run."""
+
+    enabled: bool = True  # fold models keep their weights at each recorded epoch, and score samples added later
+    max_growth: float = Field(0.25, gt=0)  # from scratch once the collection outgrew the one the fold models trained on by this
+
+
+class SelectParams(Section):
     method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = "el2n_unseen"
@@ -209,52 +207,18 @@ class SelectParams(_Section):
         return self.score.rpartition("_")[0]
 
 
-class RetrainParams(_Section):
+class RetrainParams(Section):
     recipe: TrainRecipe = TrainRecipe(epochs=10)
     batch_size_eval: int = Field(1024, ge=1)
 
 
-class DaskParams(_Section):
-    """Where `task_runner: dask` runs the mapped tasks: an existing scheduler, or a local cluster it starts and stops."""
-
-    address: str | None = None
-    workers: int = Field(2, ge=1)
-    threads_per_worker: int = Field(1, ge=1)
-    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # e.g. {GPU: 1}
-
-    @field_validator("address")
-    @classmethod
-    def _scheduler_address(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[a-z]+://\S+|[^\s/]+:\d+", value):
-            raise ValueError(f"{value!r} is not a scheduler address; use e.g. tcp://10.0.0.5:8786 (null starts a local cluster)")
-        return value
-
-    def __hash__(self) -> int:  # frozen sections stay hashable despite the mapping
-        return hash((self.address, self.workers, self.threads_per_worker, tuple(sorted(self.resources.items()))))
-
-
-class OrchestrationParams(_Section):
-    retries: int = Field(2, ge=0)
-    retry_delay_seconds: float = Field(5, ge=0)
-    max_workers: int = Field(1, ge=1)
-    task_runner: Literal["local", "dask"] = "local"
-    torch_threads: int | None = Field(None, ge=1)
-    min_batch_size: int = Field(8, ge=1)
-    dask: DaskParams = DaskParams()
-
-
-class TrackingParams(_Section):
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "unseen"
-    registered_model: str = "unseen-coreset-model"
-
-
-class Params(_Section):
+class Params(Section):
     seed: int = Field(0, ge=0, le=4_000_000)  # fold and model seeds derive from seed * 1000 and must stay below 2**32
     outputs: str = "outputs"
     data: DataParams = DataParams()
     features: FeaturesParams = FeaturesParams()
     scores: ScoresParams = ScoresParams()
+    increment: IncrementParams = IncrementParams()
     select: SelectParams = SelectParams()
     retrain: RetrainParams = RetrainParams()
     orchestration: OrchestrationParams = OrchestrationParams()
@@ -280,15 +244,23 @@ class Params(_Section):
         """A path under the outputs folder."""
         return Path(self.outputs, *parts)
 
-    def section_hash(self, *sections: str) -> str:
-        """Short hash of the named top-level sections: what an output depends on."""
+    def section_hash(self, *sections: str, without: tuple[str, ...] = ()) -> str:
+        """Short hash of the named top-level sections, less the `without` keys ('section.key'): what an output depends on."""
         dumped = self.model_dump(mode="json")
+        for dotted in without:
+            section, key = dotted.split(".")
+            dumped[section].pop(key)
         payload = json.dumps({name: dumped[name] for name in sorted(sections)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def stage_hash(self, stage: str) -> str:
         """The params hash of one stage's outputs (stamped in its tables, checked by the stages that read them)."""
         return self.section_hash(*STAGE_PARAMS[stage])
+
+    def recipe_hash(self) -> str:
+        """The scores stage's params hash without how much data there is (`data.train_first`) or the increment policy:
+        scoring models made under the same recipe may score the samples of a grown collection."""
+        return self.section_hash("seed", "data", "features", "scores", without=("data.train_first",))
 
     def run_hash(self) -> str:
         """The params hash of a whole run: every section any stage depends on (run reports, benchmark cells)."""

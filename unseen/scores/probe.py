@@ -22,18 +22,22 @@ from unseen.training import EpochCallback, check_stop, lr_scheduler
 
 
 class Probe(nn.Module):
-    """`linear`: one layer on the embedding; `mlp`: one hidden ReLU layer. `embed` is what the head sees."""
+    """`linear`: one layer on the embedding; `mlp`: one hidden ReLU layer. `embed` is what the head sees. The inputs are
+    standardised with the moments of the rows it trains on, kept as buffers, so a saved probe scores new rows as it
+    scored its own."""
 
-    def __init__(self, recipe: ProbeRecipe, in_dim: int, num_classes: int):
+    def __init__(self, recipe: ProbeRecipe, in_dim: int, num_classes: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim) if mean is None else mean)
+        self.register_buffer("std", torch.ones(in_dim) if std is None else std)
         self.hidden = nn.Sequential(nn.Linear(in_dim, recipe.hidden), nn.ReLU()) if recipe.model == "mlp" else nn.Identity()
         self.head = nn.Linear(recipe.hidden if recipe.model == "mlp" else in_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hidden(x)
+        return self.hidden((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(x))
+        return self.head(self.embed(x))
 
 
 def _moments(x: torch.Tensor, rows: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,11 +54,11 @@ def _moments(x: torch.Tensor, rows: torch.Tensor, chunk: int = 65536) -> tuple[t
 
 
 @torch.inference_mode()
-def _record(probe: Probe, x: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, logits: np.ndarray, norms: np.ndarray) -> None:
+def probe_outputs(probe: Probe, x: torch.Tensor, rows: torch.Tensor, logits: np.ndarray, norms: np.ndarray) -> None:
     """The probe's logits and embedding norms of `x[rows]`, written into `logits` (n, C) and `norms` (n,)."""
     device = next(probe.parameters()).device
     for start in range(0, len(rows), 8192):
-        embedding = probe.embed(((x[rows[start : start + 8192]] - mean) / std).to(device))
+        embedding = probe.embed(x[rows[start : start + 8192]].to(device))
         logits[start : start + 8192] = probe.head(embedding).float().cpu().numpy()
         norms[start : start + 8192] = embedding.norm(dim=1).float().cpu().numpy()
 
@@ -71,7 +75,7 @@ def train_probe(
     mean, std = _moments(x, train_rows)
     y = torch.as_tensor(labels, dtype=torch.int64)
     with seeded_init(seed):
-        probe = Probe(recipe, x.shape[1], num_classes).to(device)
+        probe = Probe(recipe, x.shape[1], num_classes, mean, std).to(device)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(recipe.batch_size, len(train_rows))
     steps = math.ceil(len(train_rows) / batch_size)
@@ -87,7 +91,7 @@ def train_probe(
         for step in range(steps):
             check_stop()
             batch = order[step * batch_size : (step + 1) * batch_size]
-            out = probe(((x[batch] - mean) / std).to(device))
+            out = probe(x[batch].to(device))
             target = y[batch].to(device)
             loss = F.cross_entropy(out, target)
             optimizer.zero_grad(set_to_none=True)
@@ -100,7 +104,7 @@ def train_probe(
         seconds["train"] += stats["epoch_seconds"]
         if first <= epoch <= last:
             started = time.perf_counter()
-            _record(probe, x, scored_rows, mean, std, logits[epoch - first], norms[epoch - first])
+            probe_outputs(probe, x, scored_rows, logits[epoch - first], norms[epoch - first])
             seconds["record"] += time.perf_counter() - started
             stats["scored_accuracy"] = float((logits[epoch - first].argmax(1) == labels[scored]).mean())
         if on_epoch is not None:

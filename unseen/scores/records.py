@@ -197,8 +197,8 @@ def save_record(record: ModelRecord, path: str | Path, *, params_hash: str, data
     )
 
 
-def load_record(path: str | Path, *, params_hash: str, data_fingerprint: str, train_size: int) -> ModelRecord:
-    """A record back from its table, checked against the params and data it must come from."""
+def load_record(path: str | Path, *, params_hash: str | None, data_fingerprint: str | None, train_size: int) -> ModelRecord:
+    """A record back from its table, checked against the params and data it must come from (None: an earlier run's)."""
     table = read_table(MODEL_OUTPUTS, path, data_fingerprint=data_fingerprint, params_hash=params_hash)
     meta = table_meta(table)
     epochs = tuple(int(e) for e in meta["epochs"].split(","))

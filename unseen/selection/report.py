@@ -58,3 +58,32 @@ def class_budget_rows(report: dict, class_names: list[str], labels: np.ndarray) 
          "label_issues_cut": int(report["cut_per_class"][c]) if c < len(report["cut_per_class"]) else 0}
         for c, name in enumerate(class_names)
     ]
+
+
+def coreset_diff(
+    before_ids: np.ndarray, before_selected: np.ndarray, sample_ids: np.ndarray, selected: np.ndarray, cut_as_hardest: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The columns of coreset_diff.parquet (`unseen.tables.CORESET_DIFF`): every sample of the earlier or the current
+    collection, whether the earlier coreset (`before_*`) and the current one keep it, and why it changed."""
+    ids = np.union1d(before_ids, sample_ids)
+    before = np.isin(ids, before_ids[before_selected])
+    after = np.isin(ids, sample_ids[selected])
+    new, gone = ~np.isin(ids, before_ids), ~np.isin(ids, sample_ids)
+    cut = np.isin(ids, sample_ids[cut_as_hardest])
+    reason = np.select(
+        [before & after, after & new, after, before & gone, before & cut, before, new, cut],
+        ["kept", "new sample, selected", "selected by the re-selection", "left the collection", "cut as a label issue",
+         "displaced by the re-selection", "new sample, not selected", "cut as a label issue"],
+        "not selected",
+    ).astype(object)
+    return {"sample_id": ids, "before": before, "after": after, "reason": reason}
+
+
+def diff_counts(diff: dict[str, np.ndarray]) -> dict[str, int]:
+    """How many samples the re-selection added to, dropped from and kept in the coreset, and how many of them are new."""
+    before, after = diff["before"], diff["after"]
+    new = np.char.startswith(diff["reason"].astype(str), "new sample")
+    return {
+        "coreset_added": int((after & ~before).sum()), "coreset_dropped": int((before & ~after).sum()), "coreset_kept": int((before & after).sum()),
+        "new_samples": int(new.sum()), "new_samples_selected": int((new & after).sum()),
+    }

@@ -1,0 +1,115 @@
+"""Re-pruning a collection that grew: whether the scoring models of an earlier run may score the new samples (they
+never saw them, so each of them scores them as held out), or whether the run must start from scratch, and why.
+
+A finished scores stage leaves a `ScoringState` in its cache folder: the fold models' records and weights, the
+folder of the embeddings they scored, and the recipe they were made with. `plan_increment` compares the collection
+of this run with it; the tasks follow the plan and say which they did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from unseen.config import IncrementParams
+from unseen.io import write_json
+from unseen.tables import positions_of
+
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class ScoringState:
+    """What a finished scores stage left in `folder` for later runs."""
+
+    folder: Path
+    recipe: str  # `Params.recipe_hash()` of the run that trained the fold models
+    features_folder: Path  # the embeddings and extractor those models scored with (stored relative to `folder`)
+    trained_on: int  # train samples of the collection the fold models were partitioned from
+    train_size: int  # train samples of the collection the records cover (their training masks' length)
+    weights: bool  # the fold models kept their weights (`increment.enabled`)
+    incremental: bool = False  # its records were extended from an earlier run's, not made by models trained here
+
+    def write(self) -> Path:
+        payload = {
+            "recipe": self.recipe, "features_folder": os.path.relpath(self.features_folder, self.folder), "trained_on": self.trained_on,
+            "train_size": self.train_size, "weights": self.weights, "incremental": self.incremental,
+        }
+        return write_json(self.folder / STATE_FILE, payload)
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "ScoringState | None":
+        """The state in `folder`, or None when there is none (a scores stage that never finished there)."""
+        path = Path(folder) / STATE_FILE
+        if not path.is_file():
+            return None
+        payload = json.loads(path.read_text())
+        return cls(Path(folder), payload["recipe"], Path(os.path.normpath(Path(folder) / payload["features_folder"])), int(payload["trained_on"]),
+                   int(payload["train_size"]), bool(payload["weights"]), bool(payload["incremental"]))
+
+
+@dataclass(frozen=True)
+class IncrementPlan:
+    """`incremental`: the state's fold models score the `new_ids` (none when the collection is unchanged) and every other
+    sample keeps its scores; `from_scratch`: every model is trained again, for `reason`."""
+
+    mode: Literal["incremental", "from_scratch"]
+    reason: str
+    state: ScoringState | None = None
+    new_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def incremental(self) -> bool:
+        return self.mode == "incremental"
+
+    def describe(self) -> str:
+        if not self.incremental:
+            return f"scoring from scratch: {self.reason}"
+        if len(self.new_ids) == 0:
+            return "collection unchanged since the scoring models were trained: every sample keeps its scores"
+        return f"incremental: {len(self.new_ids)} new samples scored by the cached fold models, which never saw them ({self.reason})"
+
+
+def _first(ids: np.ndarray) -> int:
+    return int(np.sort(ids)[0])
+
+
+def plan_increment(
+    state: ScoringState | None, *, recipe: str, policy: IncrementParams, extractor: str, sample_ids: np.ndarray, labels: np.ndarray,
+    state_ids: np.ndarray | None = None, state_labels: np.ndarray | None = None,
+) -> IncrementPlan:
+    """Whether this run's collection (`sample_ids`, `labels`: the train split) may be scored incrementally from `state`
+    (whose train split was `state_ids`, `state_labels`), and why not when it may not."""
+    if not policy.enabled:
+        return IncrementPlan("from_scratch", "increment.enabled is false")
+    if state is None or state_ids is None or state_labels is None:
+        return IncrementPlan("from_scratch", "no earlier scoring models in this outputs folder")
+    if state.recipe != recipe:
+        return IncrementPlan("from_scratch", "params other than the data's size changed since the scoring models were trained")
+    if not state.weights:
+        return IncrementPlan("from_scratch", "the scoring models kept no weights (they ran with increment.enabled false)")
+    gone = np.setdiff1d(state_ids, sample_ids)
+    if len(gone):
+        return IncrementPlan("from_scratch", f"{len(gone)} samples left the collection (first sample_id {_first(gone)})")
+    shared = np.isin(sample_ids, state_ids)
+    relabelled = sample_ids[shared][labels[shared] != state_labels[positions_of(state_ids, sample_ids[shared], 'the earlier collection')]]
+    if len(relabelled):
+        return IncrementPlan("from_scratch", f"{len(relabelled)} labels changed (first sample_id {_first(relabelled)})")
+    new_ids = sample_ids[~shared]
+    if len(new_ids) and extractor == "pixels":
+        return IncrementPlan("from_scratch", "features.extractor=pixels fits its PCA on the whole collection")
+    growth = (len(sample_ids) - state.trained_on) / state.trained_on
+    if growth > policy.max_growth:
+        return IncrementPlan(
+            "from_scratch",
+            f"the collection grew by {growth:.0%} since the fold models were trained on {state.trained_on} samples "
+            f"(increment.max_growth {policy.max_growth:.0%})",
+        )
+    return IncrementPlan("incremental", f"{growth:.0%} growth since the fold models trained, within increment.max_growth {policy.max_growth:.0%}",
+                         state, new_ids)
+
