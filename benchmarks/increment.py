@@ -23,7 +23,7 @@ from benchmarks.machine import machine
 from unseen.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-UNSEEN = str(Path(sys.executable).with_name("unseen"))
+UNSEEN = [sys.executable, "-m", "flows.cli"]  # `unseen`, importing this checkout's code (a worktree too)
 BEFORE, AFTER = 50_000, 60_000
 SCORING = ("scores", "select")
 
@@ -32,7 +32,7 @@ def stages(outputs: Path, names: list[str], overrides: list[str]) -> dict[str, d
     """Run each stage as its own process (what `dvc repro` runs) and return each one's report: compute seconds, metrics."""
     reports = {}
     for name in names:
-        subprocess.run([UNSEEN, "stage", name, *overrides], cwd=REPO, check=True)
+        subprocess.run([*UNSEEN, "stage", name, *overrides], cwd=REPO, check=True)
         [reports[name]] = json.loads((outputs / "run_report.json").read_text())["stages"]
     return reports
 
@@ -88,6 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [part for value in args.overrides for part in ("--set", value)]
     work = REPO / "outputs" / "bench" / ("increment" + (f"_{args.name}" if args.name else ""))
+    work.mkdir(parents=True, exist_ok=True)
     rows = [one_seed(seed, work, overrides, args.until_select) for seed in args.seeds]
     result = {"command": " ".join(["python benchmarks/increment.py", *sys.argv[1:]]), "machine": machine(), "grown_from": BEFORE,
               "grown_to": AFTER, "seeds": rows, "summary": summary(rows)}
