@@ -177,11 +177,20 @@ def _run_flow(flow_name: str, params_file: str, overrides: list[str], stages: tu
     _print_summary(result, time.perf_counter() - STARTED)
 
 
+UntilOption = Annotated[str, typer.Option(help="the last stage to run: select gives a new coreset without retraining (no new model version)")]
+
+
+def _until_stages(until: str) -> tuple[str, ...]:
+    if until not in STAGES:
+        _fail(ParamsError(f"--until {until!r}: use one of: {', '.join(STAGES)}"))
+    return STAGES[: STAGES.index(until) + 1]
+
+
 @app.command()
-def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None) -> None:
+def run(params_file: ParamsOption = "params.yaml", overrides: SetOption = None, until: UntilOption = "retrain") -> None:
     """Run the whole pipeline (features, scores, select, retrain) as one Prefect flow."""
     overrides = overrides or []
-    _run_flow("prune", params_file, overrides, STAGES)
+    _run_flow("prune", params_file, overrides, _until_stages(until), until=until)
 
 
 @app.command()
@@ -203,16 +212,18 @@ def schedule(
     name: Annotated[str, typer.Option(help="deployment name")] = "nightly",
     params_file: ParamsOption = "params.yaml",
     overrides: SetOption = None,
+    until: UntilOption = "retrain",
 ) -> None:
     """Serve the prune flow on a cron schedule against the Prefect server at PREFECT_API_URL (runs until stopped)."""
     overrides = overrides or []
+    _until_stages(until)
     try:
         load_params(params_file, overrides)
     except ParamsError as exc:
         _fail(exc)
     from flows.schedule import serve_prune
 
-    serve_prune(name=name, cron=cron, params_file=params_file, overrides=overrides)
+    serve_prune(name=name, cron=cron, params_file=params_file, overrides=overrides, until=until)
 
 
 ConfigOption = Annotated[str, typer.Option("--config", "-c", help="sweep file, e.g. benchmarks/cpu.yaml")]

@@ -62,15 +62,17 @@ def outputs_lock(params: Params) -> Iterator[None]:
 
 
 @flow(name="prune", task_runner=DEFAULT_RUNNER)
-def prune(params_file: str = "params.yaml", overrides: list[str] | None = None, only_if_changed: bool = False) -> dict:
-    """The whole pipeline in one flow run, tracked as one MLflow parent run with a child per fold and model. With
-    `only_if_changed` (scheduled runs) it does nothing when every output is already made from these params and data;
-    on a grown collection the scores stage scores only the new samples (tasks/increment.py)."""
+def prune(params_file: str = "params.yaml", overrides: list[str] | None = None, only_if_changed: bool = False, until: str = "retrain") -> dict:
+    """The whole pipeline in one flow run, tracked as one MLflow parent run with a child per fold and model; `until`
+    stops after a stage (`select`: a new coreset, no retraining, no new model version). With `only_if_changed`
+    (scheduled runs) it does nothing when every output is already made from these params and data; on a grown
+    collection the scores stage scores only the new samples (tasks/increment.py)."""
     started = time.perf_counter()
     params = load_params(params_file, overrides or [])
-    preflight(params, STAGES)
+    names = STAGES[: STAGES.index(until) + 1]
+    preflight(params, names)
     with outputs_lock(params):
-        if only_if_changed and (stale := stale_output(params, dataset_for(params))) is None:
+        if only_if_changed and (stale := stale_output(params, dataset_for(params), names)) is None:
             get_run_logger().info(f"nothing changed: every output in {params.output()} is made from these params and this data")
             return {"skipped": True, "flow_seconds": time.perf_counter() - started, "params": params}
         if only_if_changed:
@@ -80,11 +82,12 @@ def prune(params_file: str = "params.yaml", overrides: list[str] | None = None, 
                 run_stage("features", params, tracker),  # outputs/features.parquet: embeddings of every sample
                 run_stage("scores", params, tracker),  # outputs/scores.parquet: held-out (and seen) scores
                 run_stage("select", params, tracker),  # outputs/coreset.parquet: the coreset and the random baseline
-                run_stage("retrain", params, tracker),  # outputs/model.pt, metrics.json: both trained and tested
             ]
+            if "retrain" in names:
+                reports.append(run_stage("retrain", params, tracker))  # outputs/model.pt, metrics.json: both trained and tested
             publish_run(params, tracker, reports)  # the summary on the MLflow run and the flow run page
         lineage_started = time.perf_counter()
-        lineage = record_lineage(params_file, overrides or [])
+        lineage = record_lineage(params_file, overrides or [], names)
     return {
         "run_id": tracker.run_id,
         "experiment_id": tracker.experiment_id,

@@ -9,7 +9,7 @@ from prefect.settings import get_current_settings
 from flows.prune import prune
 
 
-def serve_prune(*, name: str, cron: str, params_file: str, overrides: list[str]) -> None:
+def serve_prune(*, name: str, cron: str, params_file: str, overrides: list[str], until: str = "retrain") -> None:
     """Register the deployment `prune/<name>` and execute its runs here until interrupted.
 
     Runs execute in this working directory (relative paths in params resolve here) with the flow's
@@ -21,4 +21,4 @@ def serve_prune(*, name: str, cron: str, params_file: str, overrides: list[str])
             "PREFECT_API_URL is not set: start a server with `prefect server start --host 127.0.0.1` "
             "and export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-    prune.serve(name=name, cron=cron, parameters={"params_file": os.path.abspath(params_file), "overrides": overrides, "only_if_changed": True})
+    prune.serve(name=name, cron=cron, parameters={"params_file": os.path.abspath(params_file), "overrides": overrides, "only_if_changed": True, "until": until})

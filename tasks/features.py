@@ -27,8 +27,8 @@ def features_task(params: Params, tracker: Tracker) -> float:
     plan, kept = increment_plan(params, dataset), features_folder(params, dataset)
     with tracker.child_run("features", stage="features", scoring=plan.mode) as run_id:
         if plan.incremental:  # the extractor the cached scoring models scored with embeds the new samples
-            get_run_logger().info(f"[features] {plan.describe()}")
             base = plan.state.features_folder
+            get_run_logger().info(f"[features] the extractor of {base} embeds the samples it has not embedded yet ({plan.reason})")
             (train, test), _ = shrinking_on_oom(
                 params, tracker, run_id, "features", lambda p: p.features.batch_size,
                 lambda p: extend_features(dataset, p.features, base, device=pick_device()),

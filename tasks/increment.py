@@ -88,14 +88,16 @@ def publish_state(params: Params, dataset: ImageDataset, plan: IncrementPlan, fo
     return state
 
 
-def stale_output(params: Params, dataset: ImageDataset) -> str | None:
-    """The first output of the pipeline not made from these params and this data, or None when every one is: what a
+def stale_output(params: Params, dataset: ImageDataset, stages: tuple[str, ...]) -> str | None:
+    """The first output of `stages` not made from these params and this data, or None when every one is: what a
     scheduled run checks first, so that it changes nothing when nothing changed."""
     for name, stage in (("features.parquet", "features"), ("scores.parquet", "scores"), ("coreset.parquet", "select")):
         path = params.output(name)
         meta = (pq.read_schema(path).metadata or {}) if path.is_file() else {}
         if meta.get(b"unseen.params_hash", b"").decode() != params.stage_hash(stage) or meta.get(b"unseen.data_fingerprint", b"").decode() != dataset.fingerprint:
             return str(path)
+    if "retrain" not in stages:
+        return None
     model, metrics = params.output("model.pt"), params.output("metrics.json")
     if not (model.is_file() and metrics.is_file()):
         return str(model)

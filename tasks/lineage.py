@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 
-def record_lineage(params_file: str, overrides: list[str]) -> str:
-    """`dvc commit` every stage when this run used the committed params.yaml; say why not otherwise."""
+def record_lineage(params_file: str, overrides: list[str], stages: tuple[str, ...]) -> str:
+    """`dvc commit` the stages this run ran when it used the committed params.yaml; say why not otherwise."""
     if not Path("dvc.yaml").is_file() or not Path(".dvc").is_dir():
         return "not recorded: no DVC project in the working directory"
     if Path(params_file).resolve() != Path("params.yaml").resolve() or overrides:
@@ -19,7 +19,7 @@ def record_lineage(params_file: str, overrides: list[str]) -> str:
     dvc = str(beside_python) if beside_python.is_file() else shutil.which("dvc")
     if dvc is None:
         return "not recorded: the dvc command is not installed"
-    result = subprocess.run([dvc, "commit", "--force", "--quiet"], capture_output=True, text=True)
+    result = subprocess.run([dvc, "commit", "--force", "--quiet", *stages], capture_output=True, text=True)
     if result.returncode != 0:
         return f"not recorded: dvc commit failed: {(result.stderr or result.stdout).strip()}"
     return "recorded in dvc.lock (dvc commit): `dvc status` has nothing to do"

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
-from tasks.increment import increment_plan, keep_copy, publish_state, snapshot_ids
+from tasks.increment import increment_plan, keep_copy, publish_state, scores_folder, snapshot_ids
 from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
 from unseen.config import Params
@@ -138,12 +138,14 @@ def combine_scores_task(params: Params, tracker: Tracker, record_paths: list[str
     )
     report = scores_report(table, records, names, noisy=dataset.noisy_train)
     compute = time.perf_counter() - started
+    plan = increment_plan(params, dataset)
     path = write_table(
         SCORES, {"sample_id": table.sample_ids, "label": table.labels, "folds": table.folds, "scored_by": table.scored_by, **table.columns}, params.output("scores.parquet"),
         params_hash=params.stage_hash("scores"), data_fingerprint=dataset.fingerprint,
+        scoring=plan.describe(), scoring_models_from=plan.state.folder.name if plan.incremental else scores_folder(params, dataset).name,
     )
     write_json(params.output("scores_report.json"), report)
-    publish_state(params, dataset, increment_plan(params, dataset), [m.name for m in scoring_models(params.scores) if m.kind == "unseen"])
+    publish_state(params, dataset, plan, [m.name for m in scoring_models(params.scores) if m.kind == "unseen"])
     oriented = table.oriented()
     plot = seen_unseen_histograms(oriented, names, params.output("plots", "scores_distributions.png"))
     write_csv(params.output("plots", "scores_histogram.csv"), histogram_rows(oriented, params.select.score_name))

@@ -42,3 +42,9 @@ def test_bad_params_are_refused_before_torch_mlflow_or_prefect_load(tmp_path):
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "select.prune_ratio" in result.stderr and imported, result.stderr[-500:]
     assert not imported & {"torch", "mlflow", "prefect", "sklearn"}
+
+
+def test_an_unknown_last_stage_is_refused_naming_the_stages(tmp_path):
+    result = subprocess.run([UNSEEN, "run", "--until", "deploy"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --until 'deploy': use one of: features, scores, select, retrain")

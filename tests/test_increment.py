@@ -73,7 +73,8 @@ def _grow_params(folder, fashion_root, first: int):
 
 @pytest.fixture(scope="module")
 def grown(tmp_path_factory, fashion_root, prefect_api):
-    """A run on the first 1,600 samples, its tables kept aside, then a run on the first 2,000 in the same folder."""
+    """A run on the first 1,600 samples, its tables kept aside, then a run on the first 2,000 in the same folder that
+    stops after selection (no retraining: the registered model keeps its one version)."""
     from flows.prune import prune
 
     folder = tmp_path_factory.mktemp("grow")
@@ -82,7 +83,7 @@ def grown(tmp_path_factory, fashion_root, prefect_api):
     before = folder / "before"
     shutil.copytree(folder / "outputs", before)
     write_params(params_file, _grow_params(folder, fashion_root, GROWN))
-    return folder, before, first, prune(params_file=str(params_file))
+    return folder, before, first, prune(params_file=str(params_file), until="select")
 
 
 def _column(table, name):
@@ -102,6 +103,8 @@ def test_new_samples_are_scored_only_by_fold_models_that_never_saw_them(grown):
         record = load_record(cache / f"unseen_r0_f{fold}.parquet", params_hash=None, data_fingerprint=None, train_size=GROWN)
         assert not record.trained_on[FIRST:].any() and set(range(FIRST, GROWN)) <= set(record.sample_ids.tolist())
         assert record.trained_on[:FIRST].sum() == FIRST // 2  # the fold model trained on the other half of the first 1,600
+    meta = scores.schema.metadata
+    assert meta[b"unseen.scoring"].startswith(b"incremental: 400 new samples") and meta[b"unseen.scoring_models_from"] != cache.name.encode()
     scores_stage = {r.name: r for r in second["stages"]}["scores"]
     assert scores_stage.metrics == {"scored_incrementally": 1.0, "new_samples_scored": 400.0}
     assert "incremental: 400 new samples" in scores_stage.notes[0]
@@ -126,6 +129,9 @@ def test_the_diff_table_matches_the_two_coresets(grown):
     reasons = _column(diff, "reason")
     assert set(reasons[FIRST:]) <= {"new sample, selected", "new sample, not selected"}
     assert (reasons == "kept").sum() == (_column(diff, "before") & _column(diff, "after")).sum()
+    assert [r.name for r in second["stages"]] == ["features", "scores", "select"]
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    assert [v.version for v in client.search_model_versions("name = 'tiny-coreset-model'")] == ["1"]  # retraining was off
     select = {r.name: r for r in second["stages"]}["select"].metrics
     assert select["coreset_added"] == (_column(diff, "after") & ~_column(diff, "before")).sum()
     assert select["new_samples"] == GROWN - FIRST
@@ -139,7 +145,7 @@ def test_a_scheduled_run_on_unchanged_data_changes_nothing(grown):
     stamps = {p: p.stat().st_mtime_ns for p in outputs}
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     runs = len(client.search_runs([second["experiment_id"]]))
-    result = prune(params_file=str(folder / "params.yaml"), only_if_changed=True)
+    result = prune(params_file=str(folder / "params.yaml"), only_if_changed=True, until="select")
     assert result["skipped"]
     assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
     assert len(client.search_runs([second["experiment_id"]])) == runs
