@@ -131,7 +131,7 @@ def test_the_diff_table_matches_the_two_coresets(grown):
     assert (reasons == "kept").sum() == (_column(diff, "before") & _column(diff, "after")).sum()
     assert [r.name for r in second["stages"]] == ["features", "scores", "select"]
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    assert [v.version for v in client.search_model_versions("name = 'tiny-coreset-model'")] == ["1"]  # retraining was off
+    assert [v.version for v in client.search_model_versions("name = 'tiny-coreset-model'")] == [1]  # retraining was off
     select = {r.name: r for r in second["stages"]}["select"].metrics
     assert select["coreset_added"] == (_column(diff, "after") & ~_column(diff, "before")).sum()
     assert select["new_samples"] == GROWN - FIRST
