@@ -166,10 +166,11 @@ def noise_lines(report_paths: list[Path]) -> list[str]:
     if not aucs:
         return []
     fit = {kind: [r[f"{kind}_label_accuracy"] for r in reports if f"{kind}_label_accuracy" in r] for kind in ("unseen", "seen")}
-    lines = [f"ROC AUC of each score for the flipped labels (higher = harder ranks them first), mean over {len(reports)} seeds:", ""]
+    lines = []
     if fit["seen"] and fit["unseen"]:
         lines += [f"Agreement with the given labels at the end of the score window: seen models on their own training samples "
                   f"{100 * statistics.fmean(fit['seen']):.1f}%, held-out models {100 * statistics.fmean(fit['unseen']):.1f}%.", ""]
+    lines += [f"ROC AUC of each score for the flipped labels (higher = harder ranks them first), mean over {len(reports)} seeds:", ""]
     lines += ["| score | held-out | seen |", "|---|---|---|"]
     for name in SCORE_NAMES:
         cells = [f"{statistics.fmean(aucs[f'{name}_{v}']):.3f}" if aucs.get(f"{name}_{v}") else "-" for v in ("unseen", "seen")]
