@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,21 @@ from unseen.config import Params
 from unseen.data import ImageDataset
 from unseen.increment import IncrementPlan, ScoringState, plan_increment
 from unseen.io import atomic_path, write_json
+from unseen.tables import stamped_with
+
+
+def cache_folder(params: Params, dataset: ImageDataset, stage: str) -> Path:
+    """A stage's cache for these params and data: for features a copy of features.parquet and the extractor; for
+    scores the records, kept weights and, when finished, its state; for select the step models' records."""
+    return params.output("cache", stage, f"{params.stage_hash(stage)}-{dataset.fingerprint}")
 
 
 def scores_folder(params: Params, dataset: ImageDataset) -> Path:
-    """The scores stage's cache for these params and data: the records, kept weights and, when finished, its state."""
-    return params.output("cache", "scores", f"{params.stage_hash('scores')}-{dataset.fingerprint}")
+    return cache_folder(params, dataset, "scores")
 
 
 def features_folder(params: Params, dataset: ImageDataset) -> Path:
-    """The features stage's cache for these params and data: a copy of features.parquet and the extractor."""
-    return params.output("cache", "features", f"{params.stage_hash('features')}-{dataset.fingerprint}")
+    return cache_folder(params, dataset, "features")
 
 
 def _pointer(params: Params) -> Path:
@@ -70,7 +76,7 @@ def keep_copy(source: Path, target: Path) -> Path:
         try:
             os.link(source, tmp)
         except OSError:
-            tmp.write_bytes(source.read_bytes())
+            shutil.copyfile(source, tmp)
     return target
 
 
@@ -93,8 +99,7 @@ def stale_output(params: Params, dataset: ImageDataset, stages: tuple[str, ...])
     scheduled run checks first, so that it changes nothing when nothing changed."""
     for name, stage in (("features.parquet", "features"), ("scores.parquet", "scores"), ("coreset.parquet", "select")):
         path = params.output(name)
-        meta = (pq.read_schema(path).metadata or {}) if path.is_file() else {}
-        if meta.get(b"unseen.params_hash", b"").decode() != params.stage_hash(stage) or meta.get(b"unseen.data_fingerprint", b"").decode() != dataset.fingerprint:
+        if not stamped_with(path, params_hash=params.stage_hash(stage), data_fingerprint=dataset.fingerprint):
             return str(path)
     if "retrain" not in stages:
         return None

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
-from tasks.increment import increment_plan, keep_copy, publish_state, scores_folder, snapshot_ids
+from tasks.increment import cache_folder, increment_plan, keep_copy, publish_state, scores_folder, snapshot_ids
 from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
 from unseen.config import Params
@@ -41,8 +41,7 @@ def model_cache_path(params: Params, dataset: ImageDataset, model: ScoringModel)
     """A finished scoring model's records, keyed by the params and data that made them, so reruns skip it.
 
     Step models of multi-step selection also depend on the select params (they train on the coreset so far)."""
-    stage = "select" if model.kind == "step" else "scores"
-    return params.output("cache", stage, f"{params.stage_hash(stage)}-{dataset.fingerprint}", f"{model.name}.parquet")
+    return cache_folder(params, dataset, "select" if model.kind == "step" else "scores") / f"{model.name}.parquet"
 
 
 def read_record(params: Params, dataset: ImageDataset, path: str | Path, stage: str = "scores") -> ModelRecord:
@@ -61,12 +60,14 @@ def _cached(params: Params, dataset: ImageDataset, path: Path, stage: str, plan:
     if not path.is_file():
         return False
     state = ScoringState.read(path.parent) if plan is not None and not plan.incremental else None
-    try:
-        if state is not None and state.incremental:
-            raise TableError(f"{path}: extended from an earlier run's models, and this run scores from scratch")
-        read_record(params, dataset, path, stage)
-    except TableError as exc:  # a truncated or foreign cache entry is not an error: train the model again
-        get_run_logger().warning(f"[{stage}] cached record unusable ({exc}); training the model again")
+    unusable = f"{path}: extended from an earlier run's models, and this run scores from scratch" if state and state.incremental else None
+    if unusable is None:
+        try:
+            read_record(params, dataset, path, stage)
+        except TableError as exc:  # a truncated or foreign cache entry is not an error: train the model again
+            unusable = str(exc)
+    if unusable is not None:
+        get_run_logger().warning(f"[{stage}] cached record unusable ({unusable}); training the model again")
         path.unlink()
         return False
     get_run_logger().info(f"[{stage}] already recorded: {path}")

@@ -21,7 +21,7 @@ from unseen.config import Params
 from unseen.io import write_csv, write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
 from unseen.selection import (
-    class_budget_rows, coreset_diff, diff_counts, random_baseline, select, select_step, selection_report, step_difficulty,
+    class_budget_rows, coreset_diff, random_baseline, select, select_step, selection_report, step_difficulty,
 )
 from unseen.tables import CORESET, CORESET_DIFF, positions_of, read_table, write_table
 
@@ -81,10 +81,9 @@ def write_diff(params: Params, fingerprint: str, tracker: Tracker, columns: dict
     before = read_table(CORESET, last) if last.is_file() else None
     before_ids = before.column("sample_id").to_numpy() if before is not None else np.empty(0, dtype=np.int64)
     before_selected = before.column("selected").to_numpy(zero_copy_only=False) if before is not None else np.empty(0, dtype=bool)
-    diff = coreset_diff(before_ids, before_selected, columns["sample_id"], columns["selected"], columns["cut_as_hardest"])
+    diff, counts = coreset_diff(before_ids, before_selected, columns["sample_id"], columns["selected"], columns["cut_as_hardest"])
     path = write_table(CORESET_DIFF, diff, params.output("coreset_diff.parquet"), params_hash=params.stage_hash("select"), data_fingerprint=fingerprint)
     keep_copy(params.output("coreset.parquet"), last)
-    counts = diff_counts(diff)
     if before is not None:
         get_run_logger().info(
             f"[select] against the coreset before: {counts['coreset_added']} added, {counts['coreset_dropped']} dropped, "

@@ -146,7 +146,7 @@ def extend_features(dataset: ImageDataset, params: FeaturesParams, base: Path, *
         rows = known_split == name
         known = np.isin(split.sample_ids, ids[rows])
         result = np.empty((len(split), embedding.shape[1]), dtype=np.float32)
-        result[known] = embedding[rows][positions_of(ids[rows], split.sample_ids[known], str(base / "features.parquet"))]
+        result[known] = embedding[np.flatnonzero(rows)[positions_of(ids[rows], split.sample_ids[known], str(base / "features.parquet"))]]
         if not known.all():
             result[~known] = _embed_new(dataset, params, base, split.take(np.flatnonzero(~known)), device)
         outputs.append(result)

@@ -112,4 +112,3 @@ def plan_increment(
         )
     return IncrementPlan("incremental", f"{growth:.0%} growth since the fold models trained, within increment.max_growth {policy.max_growth:.0%}",
                          state, new_ids)
-

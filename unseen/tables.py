@@ -200,6 +200,14 @@ def read_table(spec: TableSpec, path: str | Path, *, data_fingerprint: str | Non
     return table
 
 
+def stamped_with(path: str | Path, *, params_hash: str, data_fingerprint: str) -> bool:
+    """Whether the table at `path` exists and was made from these params and this data (its schema read, not its rows)."""
+    if not Path(path).is_file():
+        return False
+    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+    return meta.get("unseen.params_hash") == params_hash and meta.get("unseen.data_fingerprint") == data_fingerprint
+
+
 def table_meta(table: pa.Table) -> dict[str, str]:
     """The table's `unseen.` metadata, without the prefix."""
     return {k.decode().removeprefix("unseen."): v.decode() for k, v in (table.schema.metadata or {}).items()}

@@ -88,7 +88,8 @@ class _ScoreSums:
         if model.kind == "unseen":
             self.folds[where, model.repeat] = model.fold
             self.held_out_by[where, model.repeat] += 1
-        self.scored_by[model.name] = np.isin(np.arange(self.folds.shape[0]), where)
+        self.scored_by[model.name] = np.zeros(self.folds.shape[0], dtype=bool)
+        self.scored_by[model.name][where] = True
         for name, values in scored.items():
             self.sums[(name, model.kind)][model.repeat, where] += values
         self.counts[model.kind][model.repeat, where] += 1

@@ -18,7 +18,7 @@ from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import mmd, standardize
 from unseen.selection.multistep import StepScorer, select_multistep, select_step, step_budgets, step_difficulty
 from unseen.selection.objective import UnseenObjective, cut_flags, select_coreset
-from unseen.selection.report import class_budget_rows, coreset_diff, diff_counts, selection_report
+from unseen.selection.report import class_budget_rows, coreset_diff, selection_report
 
 METHODS = ("unseen", *BASELINES)
 """Every `select.method`."""
@@ -40,7 +40,6 @@ __all__ = [
     "selection_report",
     "class_budget_rows",
     "coreset_diff",
-    "diff_counts",
     "step_budgets",
     "step_difficulty",
 ]

@@ -62,9 +62,10 @@ def class_budget_rows(report: dict, class_names: list[str], labels: np.ndarray) 
 
 def coreset_diff(
     before_ids: np.ndarray, before_selected: np.ndarray, sample_ids: np.ndarray, selected: np.ndarray, cut_as_hardest: np.ndarray
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """The columns of coreset_diff.parquet (`unseen.tables.CORESET_DIFF`): every sample of the earlier or the current
-    collection, whether the earlier coreset (`before_*`) and the current one keep it, and why it changed."""
+    collection, whether the earlier coreset (`before_*`) and the current one keep it, and why it changed; and the
+    counts of samples added, dropped and kept, and of new samples (selected or not)."""
     ids = np.union1d(before_ids, sample_ids)
     before = np.isin(ids, before_ids[before_selected])
     after = np.isin(ids, sample_ids[selected])
@@ -76,14 +77,8 @@ def coreset_diff(
          "displaced by the re-selection", "new sample, not selected", "cut as a label issue"],
         "not selected",
     ).astype(object)
-    return {"sample_id": ids, "before": before, "after": after, "reason": reason}
-
-
-def diff_counts(diff: dict[str, np.ndarray]) -> dict[str, int]:
-    """How many samples the re-selection added to, dropped from and kept in the coreset, and how many of them are new."""
-    before, after = diff["before"], diff["after"]
-    new = np.char.startswith(diff["reason"].astype(str), "new sample")
-    return {
+    counts = {
         "coreset_added": int((after & ~before).sum()), "coreset_dropped": int((before & ~after).sum()), "coreset_kept": int((before & after).sum()),
         "new_samples": int(new.sum()), "new_samples_selected": int((new & after).sum()),
     }
+    return {"sample_id": ids, "before": before, "after": after, "reason": reason}, counts
