@@ -203,3 +203,24 @@ def test_coverage_strata_spread_each_region_over_the_difficulty_range():
     assert covered.selected.sum() == 400 and list(np.bincount(labels[covered.selected])) == list(np.bincount(labels[plain.selected]))
     top = scores >= np.quantile(scores, 0.95)  # the sparse hard end of the range: CCS's allocation keeps more of it
     assert (covered.selected & top).sum() > (plain.selected & top).sum()
+
+
+def test_greedy_picks_and_terms_on_a_hand_checked_case():
+    from unseen.selection.objective import _greedy
+
+    # target 0, so the MMD growth is |z|^2 + 2 z.S (S: the picked sum); gain = rank - alignment - 0.5 * clip(nearest)
+    z = np.array([[-1, 2], [0, 1], [-1, 2], [-2, -2], [-2, 1]], dtype=np.float32)
+    rank = np.array([1.0, 0.0, 1.0, 0.5, 0.5])
+    region, quotas = np.array([1, 0, 0, 0, 1]), np.array([3, 1])
+    objective = UnseenObjective(importance_weight=1.0, alignment_weight=1.0, diversity_weight=0.5)
+    picks = _greedy(z, np.zeros(2, dtype=np.float32), rank, region, quotas, np.ones(5, dtype=bool), objective, np.zeros(5, dtype=bool))
+    # step 0: growth 5,1,5,8,5 -> alignment 4/7,0,4/7,1,4/7 -> gains 3/7,0,3/7,-1/2,-1/14: rows 0 and 2 tie, row 0 wins;
+    #         region 1 is full, so row 4 closes
+    # step 1: growth 5,15,4 for rows 1-3 (closed row 4's 13 and picked row 0's 15 stay out) -> gains -13/22,-1/2,1/2: row 3
+    # step 2: growth 1,11 for rows 1,2 (picked row 3's 20 stays out) -> gains -1/2,-1/2 (nearest 2, 5): the tie goes to row 1
+    # step 3: row 2 alone, alignment 0
+    assert picks["order"].tolist() == [0, 2, 3, 1, -1]
+    np.testing.assert_array_equal(picks["importance_term"], [1.0, 0.0, 1.0, 0.5, np.nan])
+    np.testing.assert_allclose(picks["alignment_term"], [4 / 7, 0.0, 0.0, 0.0, np.nan], rtol=1e-6)
+    np.testing.assert_array_equal(picks["diversity_term"], [0.0, 1.0, 1.0, 0.0, np.nan])
+    np.testing.assert_allclose(picks["class_mmd_after"], [np.sqrt(5), np.sqrt(10) / 3, 1.25, 1.5, np.nan], rtol=1e-6)
