@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unseen.budgets import allocate, budget_for, class_budgets, random_subset, stratified_quotas
+from unseen.budgets import allocate, budget_for, class_budgets, difficulty_class_budgets, random_subset, stratified_quotas
 from unseen.selection import UnseenObjective, mmd, select_coreset
 from unseen.selection.kernels import fourier_features
 
@@ -224,3 +224,26 @@ def test_greedy_picks_and_terms_on_a_hand_checked_case():
     np.testing.assert_allclose(picks["alignment_term"], [4 / 7, 0.0, 0.0, 0.0, np.nan], rtol=1e-6)
     np.testing.assert_array_equal(picks["diversity_term"], [0.0, 1.0, 1.0, 0.0, np.nan])
     np.testing.assert_allclose(picks["class_mmd_after"], [np.sqrt(5), np.sqrt(10) / 3, 1.25, 1.5, np.nan], rtol=1e-6)
+
+
+def test_difficulty_class_budgets_give_the_harder_class_more_within_its_usable_samples():
+    labels = np.repeat([0, 1], 4)
+    hardness = np.repeat([0.25, 0.75], 4)
+    # relative hardness 0.251/0.501 and 0.751/0.501: weights 2.0 and 6.0 share the 2 samples left after one per class
+    assert difficulty_class_budgets(labels, hardness, 4, 2).tolist() == [1, 3]
+    assert difficulty_class_budgets(labels, hardness, 4, 2, power=0.0).tolist() == [2, 2]
+    unusable = np.array([0, 0, 0, 0, 1, 1, 0, 0], dtype=bool)  # class 1 can give 2 samples: class 0 takes the rest
+    assert difficulty_class_budgets(labels, hardness, 4, 2, unusable=unusable).tolist() == [2, 2]
+    assert difficulty_class_budgets(labels, hardness, 6, 2, unusable=unusable).tolist() == [4, 2]
+    assert difficulty_class_budgets(labels, hardness, 4, 2, floor=np.array([2, 0])).tolist() == [2, 2]
+
+
+def test_unseen_difficulty_class_budgets_keep_more_of_the_hard_class():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 300)
+    features = rng.normal(size=(600, 4)) + labels[:, None]
+    scores = rng.random(600) + labels  # class 1 is the harder one
+    kept = select_coreset(scores, features, labels, 200, objective=UnseenObjective(regions_per_class=2, class_budgets="difficulty"))
+    counts = np.bincount(labels[kept.selected], minlength=2)
+    assert counts.sum() == 200 and counts[1] > counts[0]
+    assert kept.class_budget[labels == 1][0] == counts[1]

@@ -33,6 +33,25 @@ def class_budgets(labels: np.ndarray, budget: int, num_classes: int) -> np.ndarr
     return budgets
 
 
+def difficulty_class_budgets(
+    labels: np.ndarray, hardness: np.ndarray, budget: int, num_classes: int, *, power: float = 1.0,
+    floor: np.ndarray | None = None, unusable: np.ndarray | None = None,
+) -> np.ndarray:
+    """Split `budget` over classes in proportion to size x (mean hardness / its mean over classes)^power: a harder class
+    keeps more, as a harder region does inside a class. `hardness` (N,) in [0, 1], e.g. the data set-wide difficulty
+    rank; each present class keeps at least `floor` (default 1), and at most its size less its `unusable` samples
+    (e.g. label issues) while the others can take the rest."""
+    counts = np.bincount(labels, minlength=num_classes)
+    class_budgets(labels, budget, num_classes)  # the same checks: budget within the samples, at least one per class
+    present = counts > 0
+    floor = present.astype(np.int64) if floor is None else np.maximum(floor, present)
+    mean = np.bincount(labels, weights=hardness, minlength=num_classes) / np.maximum(counts, 1)
+    relative = (mean + 1e-3) / (mean[present].mean() + 1e-3)
+    capacity = counts - (0 if unusable is None else np.bincount(labels[unusable], minlength=num_classes))
+    capacity = np.maximum(capacity, floor) if np.maximum(capacity, floor).sum() >= budget else counts
+    return floor + allocate(counts * relative**power, capacity - floor, budget - int(floor.sum()))
+
+
 def stratified_quotas(bin_counts: np.ndarray, quota: int) -> np.ndarray:
     """CCS budget split over score strata: smallest strata first, each takes an equal share of what is left."""
     quotas = np.zeros_like(bin_counts)

@@ -25,7 +25,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
 
-from unseen.budgets import allocate, class_budgets, rebalance, stratified_quotas
+from unseen.budgets import allocate, class_budgets, difficulty_class_budgets, rebalance, stratified_quotas
 from unseen.config import SelectParams
 from unseen.selection.common import difficulty_rank, hardest_cut
 from unseen.selection.coreset import Coreset
@@ -49,6 +49,7 @@ class UnseenObjective:
     hard_cutoff: float = 0.0
     fourier_dim: int = 256
     coverage_strata: int = 5  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
+    class_budgets: str = "proportional"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes)
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -64,6 +65,7 @@ class UnseenObjective:
             hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
+            class_budgets=select.class_budgets,
         )
 
 
@@ -214,10 +216,12 @@ def select_coreset(
     num_classes = int(num_classes or labels.max() + 1)
     rng = np.random.default_rng(seed)
     both = features if pool_features is None else np.concatenate([features, pool_features])
-    z_all = kernel_features(both, objective.fourier_dim, rng)
-    z, z_pool = z_all[:n], z_all[n:]
-    budgets = class_budgets(labels, budget, num_classes)
+    z, z_pool = np.split(kernel_features(both, objective.fourier_dim, rng), [n])
     preselected = np.zeros(n, dtype=bool) if already_selected is None else already_selected.astype(bool)
+    budgets = class_budgets(labels, budget, num_classes)
+    if objective.class_budgets == "difficulty":
+        budgets = difficulty_class_budgets(labels, difficulty_rank(scores), budget, num_classes, power=objective.difficulty_power,
+                                           floor=np.bincount(labels[preselected], minlength=num_classes), unusable=flagged)
     if (np.bincount(labels[preselected], minlength=num_classes) > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
