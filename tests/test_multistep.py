@@ -24,7 +24,7 @@ def test_multistep_grows_by_held_out_steps(fashion_root):
         records.append((step, kept.copy(), record))
         return scores
 
-    params = SelectParams(prune_ratio=0.6, steps=3, hard_cutoff=0.0)
+    params = SelectParams(prune_ratio=0.6, steps=3, hard_cutoff=0.0, class_budgets="proportional")
     coreset, joined = select_multistep(params, first_scores, features, labels, scorer, num_classes=10, seed=0)
     assert coreset.selected.sum() == 240
     assert list(np.bincount(labels[coreset.selected], minlength=10)) == list(class_budgets(labels, 240, 10))

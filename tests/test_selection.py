@@ -55,7 +55,7 @@ def test_fourier_features_approximate_gaussian_kernel():
 def test_coreset_has_exact_budget_and_class_balance(prune_ratio):
     scores, features, labels = _toy()
     budget = budget_for(len(labels), prune_ratio)
-    coreset = select_coreset(scores, features, labels, budget)
+    coreset = select_coreset(scores, features, labels, budget, objective=UnseenObjective(class_budgets="proportional"))
     assert coreset.selected.sum() == budget
     assert list(np.bincount(labels[coreset.selected], minlength=5)) == list(class_budgets(labels, budget, 5))
     assert (coreset.selection_rank[coreset.selected] >= 0).all() and (coreset.selection_rank[~coreset.selected] == -1).all()
@@ -164,7 +164,8 @@ def test_degenerate_inputs_identical_features_tiny_class_one_region():
     labels = np.array([0] * 40 + [1] * 3)
     features = np.ones((43, 4), dtype=np.float32)
     scores = np.zeros(43, dtype=np.float32)
-    coreset = select_coreset(scores, features, labels, 30, objective=UnseenObjective(regions_per_class=1))
+    proportional = UnseenObjective(regions_per_class=1, class_budgets="proportional")
+    coreset = select_coreset(scores, features, labels, 30, objective=proportional)
     assert coreset.selected.sum() == 30 and coreset.selected[labels == 1].sum() == 2  # 30 * 3 / 43 = 2.09
     again = select_coreset(scores, features, labels, 30)  # identical features: k-means finds one region, still exact
     assert again.selected.sum() == 30

@@ -188,8 +188,8 @@ class SelectParams(Section):
     difficulty_power: float = Field(1.0, ge=0)
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(128, ge=8)
-    coverage_strata: int = Field(5, ge=0)
-    class_budgets: Literal["proportional", "difficulty"] = "proportional"
+    coverage_strata: int = Field(50, ge=0)
+    class_budgets: Literal["proportional", "difficulty"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(1, ge=1)
     step_schedule: Literal["equal", "geometric"] = "equal"

@@ -48,8 +48,8 @@ class UnseenObjective:
     density_power: float = 1.0
     hard_cutoff: float = 0.0
     fourier_dim: int = 256
-    coverage_strata: int = 5  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
-    class_budgets: str = "proportional"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes)
+    coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
+    class_budgets: str = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes)
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
