@@ -51,3 +51,20 @@ def test_step_difficulty_replaces_the_scores_of_samples_not_yet_kept():
     joined = np.array([1, -1, 2, -1, 1, -1])
     difficulty = step_difficulty(held_out, joined, [np.array([10.0, 11.0, 12.0, 13.0]), np.array([20.0, 21.0, 22.0])])
     assert list(difficulty) == [0.0, 20.0, 11.0, 21.0, 4.0, 22.0]  # step 2 scored 1, 2, 3, 5; step 3 scored 1, 3, 5
+
+
+def test_multistep_difficulty_class_budgets_keep_every_earlier_pick():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 100)
+    features = rng.normal(size=(300, 4)) + labels[:, None]
+    first_scores = rng.random(300) + 0.5 * labels
+
+    def scorer(step, kept):  # later steps find class 0 the hardest: its budget rises, the earlier picks stay
+        return rng.random(int((~kept).sum())) + 2.0 * (labels[~kept] == 0)
+
+    params = SelectParams(prune_ratio=0.5, steps=3, hard_cutoff=0.0, class_budgets="difficulty", regions_per_class=2)
+    coreset, joined = select_multistep(params, first_scores, features, labels, scorer, num_classes=3, seed=0)
+    assert coreset.selected.sum() == 150 and ((joined > 0) == coreset.selected).all()
+    first = np.bincount(labels[joined == 1], minlength=3)
+    assert first[2] > first[0]  # step 1 follows the first scores: class 2 is the hardest
+    assert np.bincount(labels[coreset.selected], minlength=3)[0] > first[0]
