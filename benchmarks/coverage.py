@@ -10,27 +10,27 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from benchmarks.machine import machine
 from unseen.config import load_params
 from unseen.io import write_json
 from unseen.scores import label_issue_flags
 from unseen.selection import select
+from unseen.tables import CORESET, SCORES, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     params = load_params(REPO / "params.yaml")
-    scores = pq.read_table(REPO / params.output("scores.parquet"))
-    coreset = pq.read_table(REPO / params.output("coreset.parquet"), columns=["sample_id", "selected"])
+    scores = read_table(SCORES, REPO / params.output("scores.parquet"))
+    coreset = read_table(CORESET, REPO / params.output("coreset.parquet"))
     if scores.column("sample_id").to_pylist() != coreset.column("sample_id").to_pylist():
         raise SystemExit("outputs/scores.parquet and outputs/coreset.parquet hold different samples: run `make run` again")
     labels = scores.column("label").to_numpy().astype(np.int64)
     columns = {name: scores.column(name).to_numpy() for name in scores.column_names if name.startswith(("el2n", "label_issue"))}
     difficulty = scores.column(params.select.score).to_numpy()
-    unseen = coreset.column("selected").to_numpy()
+    unseen = coreset.column("selected").to_numpy(zero_copy_only=False)
     ccs = select(
         params.select.model_copy(update={"method": "ccs", "hard_cutoff": 0.0}), difficulty, np.zeros((len(labels), 1)), labels,
         num_classes=int(labels.max()) + 1, seed=params.seed,

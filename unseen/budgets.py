@@ -47,8 +47,8 @@ def difficulty_class_budgets(
     floor = present.astype(np.int64) if floor is None else np.maximum(floor, present)
     mean = np.bincount(labels, weights=hardness, minlength=num_classes) / np.maximum(counts, 1)
     relative = (mean + 1e-3) / (mean[present].mean() + 1e-3)
-    capacity = counts - (0 if unusable is None else np.bincount(labels[unusable], minlength=num_classes))
-    capacity = np.maximum(capacity, floor) if np.maximum(capacity, floor).sum() >= budget else counts
+    usable = np.maximum(counts - (0 if unusable is None else np.bincount(labels[unusable], minlength=num_classes)), floor)
+    capacity = usable if usable.sum() >= budget else counts
     return floor + allocate(counts * relative**power, capacity - floor, budget - int(floor.sum()))
 
 

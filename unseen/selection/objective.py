@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -49,7 +50,7 @@ class UnseenObjective:
     hard_cutoff: float = 0.0
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
-    class_budgets: str = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes)
+    class_budgets: Literal["proportional", "difficulty"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes)
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -218,10 +219,9 @@ def select_coreset(
     both = features if pool_features is None else np.concatenate([features, pool_features])
     z, z_pool = np.split(kernel_features(both, objective.fourier_dim, rng), [n])
     preselected = np.zeros(n, dtype=bool) if already_selected is None else already_selected.astype(bool)
-    budgets = class_budgets(labels, budget, num_classes)
-    if objective.class_budgets == "difficulty":
-        budgets = difficulty_class_budgets(labels, difficulty_rank(scores), budget, num_classes, power=objective.difficulty_power,
-                                           floor=np.bincount(labels[preselected], minlength=num_classes), unusable=flagged)
+    budgets = class_budgets(labels, budget, num_classes) if objective.class_budgets == "proportional" else difficulty_class_budgets(
+        labels, difficulty_rank(scores), budget, num_classes, power=objective.difficulty_power,
+        floor=np.bincount(labels[preselected], minlength=num_classes), unusable=flagged)
     if (np.bincount(labels[preselected], minlength=num_classes) > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
