@@ -207,14 +207,14 @@ def test_coverage_strata_spread_each_region_over_the_difficulty_range():
 
 
 def test_greedy_picks_and_terms_on_a_hand_checked_case():
-    from unseen.selection.objective import _greedy
+    from unseen.selection.picks import GainWeights, _greedy
 
     # target 0, so the MMD growth is |z|^2 + 2 z.S (S: the picked sum); gain = rank - alignment - 0.5 * clip(nearest)
     z = np.array([[-1, 2], [0, 1], [-1, 2], [-2, -2], [-2, 1]], dtype=np.float32)
     rank = np.array([1.0, 0.0, 1.0, 0.5, 0.5])
     region, quotas = np.array([1, 0, 0, 0, 1]), np.array([3, 1])
-    objective = UnseenObjective(importance_weight=1.0, alignment_weight=1.0, diversity_weight=0.5)
-    picks = _greedy(z, np.zeros(2, dtype=np.float32), rank, region, quotas, np.ones(5, dtype=bool), objective, np.zeros(5, dtype=bool))
+    weights = GainWeights(importance_weight=1.0, alignment_weight=1.0, diversity_weight=0.5)
+    picks = _greedy(z, np.zeros(2, dtype=np.float32), rank, region, quotas, np.ones(5, dtype=bool), weights, np.zeros(5, dtype=bool))
     # step 0: growth 5,1,5,8,5 -> alignment 4/7,0,4/7,1,4/7 -> gains 3/7,0,3/7,-1/2,-1/14: rows 0 and 2 tie, row 0 wins;
     #         region 1 is full, so row 4 closes
     # step 1: growth 5,15,4 for rows 1-3 (closed row 4's 13 and picked row 0's 15 stay out) -> gains -13/22,-1/2,1/2: row 3
@@ -225,6 +225,31 @@ def test_greedy_picks_and_terms_on_a_hand_checked_case():
     np.testing.assert_allclose(picks["alignment_term"], [4 / 7, 0.0, 0.0, 0.0, np.nan], rtol=1e-6)
     np.testing.assert_array_equal(picks["diversity_term"], [0.0, 1.0, 1.0, 0.0, np.nan])
     np.testing.assert_allclose(picks["class_mmd_after"], [np.sqrt(5), np.sqrt(10) / 3, 1.25, 1.5, np.nan], rtol=1e-6)
+
+
+def test_without_alignment_or_diversity_each_cell_keeps_a_seeded_draw_or_its_hardest():
+    from unseen.selection.picks import GainWeights, pick_in_cells
+
+    z = np.array([[1, 0], [0, 1], [1, 1], [2, 0], [0, 2], [3, 0]], dtype=np.float32)
+    rank = np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.8])
+    cell, quotas, none = np.array([0, 0, 0, 1, 1, 1]), np.array([2, 1]), np.zeros(6, dtype=bool)
+    hardest = GainWeights(importance_weight=1.0, alignment_weight=0.0, diversity_weight=0.0)
+    picks = pick_in_cells(z, np.zeros(2, dtype=np.float32), rank, cell, quotas, np.ones(6, dtype=bool), hardest, none, seed=0)
+    # cell 0 keeps its two hardest (rows 1, 2), cell 1 its hardest (row 5), picked hardest first: rows 1, 5, 2
+    assert picks["order"].tolist() == [-1, 0, 2, -1, -1, 1]
+    np.testing.assert_allclose(picks["importance_term"], [np.nan, 0.9, 0.5, np.nan, np.nan, 0.8], rtol=1e-6)
+    assert np.isnan(picks["alignment_term"]).all() and np.isnan(picks["diversity_term"]).all()  # off: not recorded
+    # the running class mean after each pick: (0,1), (1.5,0.5), (4/3,2/3) against the target 0
+    np.testing.assert_allclose(picks["class_mmd_after"][[1, 5, 2]], [1.0, np.sqrt(2.5), np.sqrt(20) / 3], rtol=1e-6)
+
+    drawn = GainWeights(importance_weight=0.0, alignment_weight=0.0, diversity_weight=0.0)
+    rows, cells = np.arange(400), np.arange(400) % 4
+    available, fixed = rows % 10 != 0, rows == 1
+    draws = [pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros(2, dtype=np.float32), rows / 400, cells,
+                           np.array([5, 10, 0, 20]), available, drawn, fixed, seed=seed)["order"] >= 0 for seed in (0, 0, 1)]
+    assert (draws[0] == draws[1]).all() and (draws[0] != draws[2]).any()  # the same seed, the same picks
+    assert np.bincount(cells[draws[0]], minlength=4).tolist() == [5, 10, 0, 20]
+    assert not (draws[0] & ~available).any() and not draws[0][1]  # neither unavailable nor preselected rows
 
 
 def test_difficulty_class_budgets_give_the_harder_class_more_within_its_usable_samples():

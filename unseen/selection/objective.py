@@ -31,10 +31,7 @@ from unseen.config import SelectParams
 from unseen.selection.common import difficulty_rank, hardest_cut
 from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import kernel_features
-
-TERMS = ("importance_term", "alignment_term", "diversity_term", "class_mmd_after")
-"""The gain terms recorded at pick time, as Coreset fields."""
-
+from unseen.selection.picks import TERMS, GainWeights, pick_in_cells
 
 @dataclass(frozen=True)
 class UnseenObjective:
@@ -105,89 +102,6 @@ def region_budgets(
         density = density / density[live].mean()
         weights = weights * difficulty**objective.difficulty_power * density ** (-objective.density_power)
     return allocate(weights, capacity, keep)
-
-
-BLOCK = 64
-"""Rows per similarity matvec in the greedy: a multiple of 4, so that OpenBLAS puts every row through the same kernel,
-and few enough that it keeps each matvec on one thread; a row's similarity then depends on neither the open rows nor
-the thread count."""
-
-PILE_UP = 64
-"""Picks the greedy leaves, masked, among its open rows before it compacts them."""
-
-
-def _greedy(
-    z: np.ndarray, target: np.ndarray, rank: np.ndarray, region: np.ndarray, quotas: np.ndarray, available: np.ndarray,
-    objective: UnseenObjective, preselected: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """Pick sum(quotas) rows one by one by the UNSEEN gain, within region quotas, after any preselected rows."""
-    n, steps, count = len(z), int(quotas.sum()), int(preselected.sum())
-    picked_dot = z @ z[preselected].sum(axis=0) if preselected.any() else np.zeros(n)
-    nearest = (z @ z[preselected].T).max(axis=1) if preselected.any() else np.zeros(n)
-    norms = (z**2).sum(axis=1).astype(picked_dot.dtype)  # the dtype the gain's sum casts them to
-    remaining = quotas.copy()
-    picks, alignment_at, diversity_at = np.empty(steps, dtype=np.intp), np.empty(steps), np.empty(steps)
-    # the open rows' index, norm, target dot, picked-sum dot, nearest similarity, importance and region, in index order: a
-    # step is one matvec and a few passes over them, each row's arithmetic the same as over all rows; compacted again
-    # when a region closes or PILE_UP picks pile up
-    columns = [np.arange(n), norms, z @ target, picked_dot, nearest, objective.importance_weight * rank, region]
-    buffer = np.zeros((-(-n // BLOCK) * BLOCK, z.shape[1]), dtype=z.dtype)
-    columns, blocks = _compact(z, columns, available & ~preselected & (remaining[region] > 0), buffer)
-    dead, piled = np.empty(PILE_UP, dtype=np.intp), 0  # positions among the open rows picked since the last compaction
-    for step in range(steps):
-        rows, norms, toward_target, picked_dot, nearest, importance, regions = columns
-        alignment, gain = _gain(norms, picked_dot, toward_target, nearest, importance, 2 * (count + step + 1), dead[:piled], objective)
-        best = int(np.argmax(gain))
-        picks[step] = pick = rows[best]
-        alignment_at[step], diversity_at[step] = alignment[best], min(max(float(nearest[best]), 0.0), 1.0)
-        similarity = (blocks @ z[pick]).reshape(-1)[: len(rows)]
-        picked_dot += similarity
-        np.maximum(nearest, similarity, out=nearest)
-        dead[piled], piled = best, piled + 1
-        remaining[region[pick]] -= 1
-        if remaining[region[pick]] == 0 or piled == min(PILE_UP, len(rows)):  # (all rows picked: none left open)
-            keep = regions != region[pick] if remaining[region[pick]] == 0 else np.ones(len(rows), dtype=bool)
-            keep[dead[:piled]] = False
-            columns, blocks = _compact(z, columns, keep, buffer)
-            piled = 0
-    order = np.full(n, -1, dtype=np.int32)
-    order[picks] = np.arange(steps)
-    out = {name: np.full(n, np.nan, dtype=np.float32) for name in TERMS}
-    out["importance_term"][picks], out["alignment_term"][picks], out["diversity_term"][picks] = rank[picks], alignment_at, diversity_at
-    out["class_mmd_after"][picks] = _mmd_after(z, target, preselected, picks)
-    return {"order": order, **out}
-
-
-def _compact(z: np.ndarray, columns: list[np.ndarray], keep: np.ndarray, buffer: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """The kept entries of the greedy's columns, and their rows of z copied into `buffer` as a (blocks, BLOCK, dim) stack."""
-    kept = np.flatnonzero(keep)
-    columns = [column[kept] for column in columns]
-    np.take(z, columns[0], axis=0, out=buffer[: len(kept)], mode="clip")  # "clip": the rows are valid, and out is not copied
-    return columns, buffer[: -(-len(kept) // BLOCK) * BLOCK].reshape(-1, BLOCK, z.shape[1])
-
-
-def _gain(
-    norms: np.ndarray, picked_dot: np.ndarray, toward_target: np.ndarray, nearest: np.ndarray, importance: np.ndarray, scale: int,
-    dead: np.ndarray, objective: UnseenObjective,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The alignment term and the gain of every open row; dead rows (picked, not yet compacted away) stay out of min, max and argmax."""
-    # (n+1)^2 * |(S + z_i)/(n+1) - mu|^2 = |z_i|^2 + 2 z_i.S - 2(n+1) z_i.mu + const
-    mmd_growth = norms + 2 * picked_dot - scale * toward_target
-    mmd_growth[dead] = np.inf
-    low = mmd_growth.min()
-    mmd_growth[dead] = -np.inf
-    high = mmd_growth.max()
-    alignment = (mmd_growth - low) / (high - low) if high > low else np.zeros(len(mmd_growth))
-    gain = importance - objective.alignment_weight * alignment - objective.diversity_weight * nearest.clip(0.0, 1.0)
-    gain[dead] = -np.inf
-    return alignment, gain
-
-
-def _mmd_after(z: np.ndarray, target: np.ndarray, preselected: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """The MMD between the class coreset and its target after each pick, from the running sum in float64 (as picked)."""
-    sums = np.cumsum(np.concatenate([z[preselected].sum(axis=0, keepdims=True).astype(np.float64), z[picks]]), axis=0)[1:]
-    gap = sums / (np.arange(len(picks)) + int(preselected.sum()) + 1)[:, None] - target
-    return np.sqrt(np.maximum(np.vecdot(gap, gap), 0.0))  # vecdot: the same BLAS dot as gap @ gap, row by row
 
 
 def select_coreset(
@@ -288,7 +202,8 @@ def _select_class(
     quotas_left = unit_quotas - np.bincount(unit[fixed], minlength=len(unit_quotas))
     quotas_left = rebalance(quotas_left, np.bincount(unit[eligible & ~fixed], minlength=len(unit_quotas)), keep - int(fixed.sum()))
     target_rows = z if z_pool is None else np.concatenate([z, z_pool])
-    picks = _greedy(z, target_rows.mean(0), rank, unit, quotas_left, eligible, objective, fixed)
+    weights = GainWeights(objective.importance_weight, objective.alignment_weight, objective.diversity_weight)
+    picks = pick_in_cells(z, target_rows.mean(0), rank, unit, quotas_left, eligible, weights, fixed, seed)
     order = picks.pop("order")
     return {
         "selected": (order >= 0) | fixed,
