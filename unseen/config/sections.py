@@ -184,7 +184,7 @@ class SelectParams(Section):
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
     adaptive: bool = True
-    regions_per_class: int = Field(8, ge=1)
+    regions_per_class: int = Field(1, ge=1)
     difficulty_power: float = Field(1.0, ge=0)
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(128, ge=8)

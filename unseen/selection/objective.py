@@ -41,7 +41,7 @@ class UnseenObjective:
     alignment_weight: float = 1.0
     diversity_weight: float = 0.5
     adaptive: bool = True
-    regions_per_class: int = 8
+    regions_per_class: int = 1
     difficulty_power: float = 1.0
     density_power: float = 1.0
     hard_cutoff: float = 0.0
