@@ -1,9 +1,10 @@
 """UNSEEN coreset selection: generalization importance under distribution alignment, diversity and adaptive ratios.
 
-Within each class (budgets proportional to class sizes), the class's feature space is split into regions
-by k-means. Each region keeps a share of the class budget that grows with its held-out difficulty and
-shrinks with its density, so redundant dense regions are pruned harder than sparse ones. A greedy pass
-then picks, inside the region budgets, the sample with the best gain
+Class budgets follow held-out difficulty (or class sizes). Within each class, the feature space can be split into
+regions by k-means (`regions_per_class`; one by default, benchmarks/pilot_power.yaml); each region keeps a share of
+the class budget that grows with its held-out difficulty and shrinks with its density, so redundant dense regions are
+pruned harder than sparse ones. Each region's budget is spread over strata of the class's held-out difficulty range
+(coverage), and inside each region x stratum cell a greedy pass picks the sample with the best gain
 
     importance_weight * difficulty rank  -  alignment_weight * MMD increase  -  diversity_weight * nearest similarity
 
@@ -11,10 +12,9 @@ where the MMD (Gaussian kernel, median-distance bandwidth) is between the corese
 distribution of the class (its train samples, plus the unlabeled pool samples nearest to its centre when
 a pool is given), and the similarity is the same kernel to the closest sample already kept. Kernels are
 approximated by random Fourier features, so nothing N x N is ever built. The importance weight is 0 by
-default: the held-out scores then act through the difficulty-weighted region budgets and the hard cutoff,
+default: the held-out scores then act through the class budgets, the coverage strata and the label-issue cut,
 because a per-sample preference for the hardest samples cost accuracy at every prune ratio of the benchmark.
 """
-
 from __future__ import annotations
 
 import warnings
