@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unseen.budgets import allocate, budget_for, class_budgets, difficulty_class_budgets, random_subset, stratified_quotas
+from unseen.budgets import allocate, budget_for, class_budgets, coverage_class_budgets, difficulty_class_budgets, random_subset, stratified_quotas
 from unseen.selection import UnseenObjective, mmd, select_coreset
 from unseen.selection.kernels import fourier_features
 
@@ -250,6 +250,22 @@ def test_without_alignment_or_diversity_each_cell_keeps_a_seeded_draw_or_its_har
     assert (draws[0] == draws[1]).all() and (draws[0] != draws[2]).any()  # the same seed, the same picks
     assert np.bincount(cells[draws[0]], minlength=4).tolist() == [5, 10, 0, 20]
     assert not (draws[0] & ~available).any() and not draws[0][1]  # neither unavailable nor preselected rows
+
+
+def test_coverage_class_budgets_split_the_budget_as_data_set_wide_strata_do():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.array([0.0, 0.0, 0.0, 0.1, 1.0, 0.9])
+    # strata [0, 0.5) and [0.5, 1]: 4 and 2 samples; quotas 2 and 2 (the sparse stratum whole first), all of the
+    # second stratum class 1's: budgets 2 and 2 where the class sizes would give 3 and 1
+    assert coverage_class_budgets(labels, scores, 4, 2, strata=2).tolist() == [2, 2]
+    assert class_budgets(labels, 4, 2).tolist() == [3, 1]
+    # sample 4 unusable: the range shrinks to [0, 0.9], quotas 3 and 1, and class 1 keeps only its one usable sample
+    assert coverage_class_budgets(labels, scores, 4, 2, strata=2, unusable=np.arange(6) == 4).tolist() == [3, 1]
+    # an earlier step's picks are a floor
+    assert coverage_class_budgets(labels, scores, 4, 2, strata=2, floor=np.array([3, 0])).tolist() == [3, 1]
+    scores, features, labels = _toy(n=1200)
+    coreset = select_coreset(scores, features, labels, 300, objective=UnseenObjective(class_budgets="coverage"))
+    assert coreset.selected.sum() == 300 and (np.bincount(labels[coreset.selected]) == coreset.class_budget[np.unique(labels, return_index=True)[1]]).all()
 
 
 def test_difficulty_class_budgets_give_the_harder_class_more_within_its_usable_samples():

@@ -43,13 +43,48 @@ def difficulty_class_budgets(
     (e.g. label issues) while the others can take the rest."""
     counts = np.bincount(labels, minlength=num_classes)
     class_budgets(labels, budget, num_classes)  # the same checks: budget within the samples, at least one per class
+    mean = np.bincount(labels, weights=hardness, minlength=num_classes) / np.maximum(counts, 1)
+    relative = (mean + 1e-3) / (mean[counts > 0].mean() + 1e-3)
+    return _weighted_class_budgets(labels, counts * relative**power, budget, num_classes, floor, unusable)
+
+
+def coverage_class_budgets(
+    labels: np.ndarray, scores: np.ndarray, budget: int, num_classes: int, *, strata: int,
+    floor: np.ndarray | None = None, unusable: np.ndarray | None = None,
+) -> np.ndarray:
+    """Split `budget` over classes as CCS's data-set-wide coverage does: `stratified_quotas` over equal-width strata of
+    the usable samples' score range, each stratum's quota shared by its classes in proportion to their samples in it.
+    `floor` and `unusable` as for `difficulty_class_budgets`."""
+    class_budgets(labels, budget, num_classes)  # the same checks
+    usable = np.ones(len(labels), dtype=bool) if unusable is None else ~np.asarray(unusable, dtype=bool)
+    usable = usable if usable.sum() >= budget else np.ones(len(labels), dtype=bool)
+    stratum = score_strata(scores, usable, strata)
+    quotas = stratified_quotas(np.bincount(stratum[usable], minlength=strata), budget)
+    members = np.zeros((strata, num_classes))
+    np.add.at(members, (stratum[usable], labels[usable]), 1.0)
+    share = (quotas[:, None] * members / np.maximum(members.sum(axis=1, keepdims=True), 1.0)).sum(axis=0)
+    return _weighted_class_budgets(labels, share, budget, num_classes, floor, unusable)
+
+
+def _weighted_class_budgets(
+    labels: np.ndarray, weights: np.ndarray, budget: int, num_classes: int, floor: np.ndarray | None, unusable: np.ndarray | None,
+) -> np.ndarray:
+    """`budget` split over classes in proportion to `weights`: each present class at least `floor` (default 1), at most its
+    size less its `unusable` samples while the others can take the rest."""
+    counts = np.bincount(labels, minlength=num_classes)
     present = counts > 0
     floor = present.astype(np.int64) if floor is None else np.maximum(floor, present)
-    mean = np.bincount(labels, weights=hardness, minlength=num_classes) / np.maximum(counts, 1)
-    relative = (mean + 1e-3) / (mean[present].mean() + 1e-3)
     usable = np.maximum(counts - (0 if unusable is None else np.bincount(labels[unusable], minlength=num_classes)), floor)
     capacity = usable if usable.sum() >= budget else counts
-    return floor + allocate(counts * relative**power, capacity - floor, budget - int(floor.sum()))
+    return floor + allocate(weights, capacity - floor, budget - int(floor.sum()))
+
+
+def score_strata(scores: np.ndarray, eligible: np.ndarray, strata: int) -> np.ndarray:
+    """Each sample's equal-width stratum of the eligible samples' score range [min, max] (CCS's strata: [lo, hi) each,
+    the maximum in the last one)."""
+    values = scores[eligible]
+    edges = np.linspace(values.min(), values.max(), strata + 1)
+    return np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, strata - 1)
 
 
 def stratified_quotas(bin_counts: np.ndarray, quota: int) -> np.ndarray:

@@ -189,7 +189,7 @@ class SelectParams(Section):
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(50, ge=0)
-    class_budgets: Literal["proportional", "difficulty"] = "difficulty"
+    class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(1, ge=1)
     step_schedule: Literal["equal", "geometric"] = "equal"

@@ -31,7 +31,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from unseen.budgets import random_subset, stratified_quotas
+from unseen.budgets import random_subset, score_strata, stratified_quotas
 from unseen.selection.common import check_fraction, hardest_cut, per_class, prepare, rank_within_class
 from unseen.selection.geometric import d2_pruning, herding, kcenter_greedy
 
@@ -111,9 +111,7 @@ def ccs(
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
     eligible = ~hardest_cut(scores, hard_cutoff, budget, flagged)
-    values = scores[eligible]
-    edges = np.linspace(values.min(), values.max(), bins + 1)
-    stratum = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
+    stratum = score_strata(scores, eligible, bins)
     quotas = stratified_quotas(np.bincount(stratum[eligible], minlength=bins), budget)
     rng = np.random.default_rng(seed)
     selected = np.zeros(len(scores), dtype=bool)

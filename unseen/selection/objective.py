@@ -26,7 +26,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
 
-from unseen.budgets import allocate, class_budgets, difficulty_class_budgets, rebalance, stratified_quotas
+from unseen.budgets import allocate, class_budgets, coverage_class_budgets, difficulty_class_budgets, rebalance, stratified_quotas
 from unseen.config import SelectParams
 from unseen.selection.common import difficulty_rank, hardest_cut
 from unseen.selection.coreset import Coreset
@@ -47,7 +47,7 @@ class UnseenObjective:
     hard_cutoff: float = 0.0
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
-    class_budgets: Literal["proportional", "difficulty"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes)
+    class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -133,9 +133,7 @@ def select_coreset(
     both = features if pool_features is None else np.concatenate([features, pool_features])
     z, z_pool = np.split(kernel_features(both, objective.fourier_dim, rng), [n])
     preselected = np.zeros(n, dtype=bool) if already_selected is None else already_selected.astype(bool)
-    budgets = class_budgets(labels, budget, num_classes) if objective.class_budgets == "proportional" else difficulty_class_budgets(
-        labels, difficulty_rank(scores), budget, num_classes, power=objective.difficulty_power,
-        floor=np.bincount(labels[preselected], minlength=num_classes), unusable=flagged)
+    budgets = _class_budgets(scores, labels, budget, num_classes, objective, np.bincount(labels[preselected], minlength=num_classes), flagged)
     if (np.bincount(labels[preselected], minlength=num_classes) > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
@@ -148,6 +146,18 @@ def select_coreset(
         for name, values in picked.items():
             columns[name][members] = values
     return Coreset(class_budget=budgets[labels].astype(np.int32), **columns)
+
+
+def _class_budgets(
+    scores: np.ndarray, labels: np.ndarray, budget: int, num_classes: int, objective: UnseenObjective, floor: np.ndarray,
+    flagged: np.ndarray | None,
+) -> np.ndarray:
+    """The class budgets `objective.class_budgets` names; never below `floor` (earlier steps' picks) but for proportional."""
+    if objective.class_budgets == "proportional":
+        return class_budgets(labels, budget, num_classes)
+    if objective.class_budgets == "coverage":
+        return coverage_class_budgets(labels, scores, budget, num_classes, strata=max(objective.coverage_strata, 1), floor=floor, unusable=flagged)
+    return difficulty_class_budgets(labels, difficulty_rank(scores), budget, num_classes, power=objective.difficulty_power, floor=floor, unusable=flagged)
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
