@@ -68,7 +68,7 @@ class FeaturesParams(Section):
     proxy: TrainRecipe = TrainRecipe(epochs=2)
     proxy_fraction: float = Field(1.0, gt=0, le=1)  # the stratified share of the train split the proxy trains on
     pca_components: int = Field(64, ge=1)
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(128, ge=1)
 
     @field_validator("extractor")
     @classmethod
