@@ -59,7 +59,7 @@ def main() -> None:
     pool = test if params.select.target_pool == "test" else None
     coreset, select_seconds, select_top = profiled(lambda: select(
         params.select, table.difficulty(params.select.score), train, labels, num_classes=dataset.num_classes, pool_features=pool,
-        flagged=table.label_issues(params.select.score), seed=params.seed,
+        flagged=table.label_issues(params.select.score, params.select.label_issue_max_probability), seed=params.seed,
     ))
     result = {
         "command": " ".join(["python benchmarks/coreset_profile.py", *overrides]),

@@ -180,6 +180,15 @@ def test_label_issue_flags_flipped_labels_from_out_of_sample_probabilities():
     assert resolve_score("label_issue")(memorized, memorized, labels, np.ones((1, 1000))).sum() == 0  # a seen model fits the flips
 
 
+def test_label_issue_flags_keep_the_flagged_samples_whose_label_keeps_a_fair_probability():
+    from unseen.scores.functions import label_issue_flags
+
+    columns = {"label_issue_unseen": np.array([1.0, 1.0, 0.0, 0.5]), "loss_unseen": -np.log([0.01, 0.3, 0.001, 0.04])}
+    assert label_issue_flags(columns, "el2n_unseen").tolist() == [True, True, False, True]
+    # below 5%: the first (1%) and the last (4%, flagged by half the repeats); the 30% one is ambiguous, not flipped
+    assert label_issue_flags(columns, "el2n_unseen", max_probability=0.05).tolist() == [True, False, False, True]
+
+
 def test_label_issues_of_a_fold_missing_a_class_leave_the_probabilities_as_they_were():
     """A class with no sample in the fold is dropped from the probabilities cleanlab sees (it requires every class to
     occur), on a copy: the caller's mean probabilities are not changed."""

@@ -65,10 +65,13 @@ def label_issues_input(params: Params, dataset: ImageDataset) -> np.ndarray | No
         return None
     path = params.output("scores.parquet")
     table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))
-    column = f"label_issue_{params.select.score.rpartition('_')[2]}"
-    if column not in table.column_names:
-        raise TableError(f"{path}: no column {column!r}; add label_issue to scores.scores and {SCORES.rerun}")
-    return label_issue_flags({column: table.column(column).to_numpy()}, params.select.score)
+    variant = params.select.score.rpartition("_")[2]
+    limit = params.select.label_issue_max_probability
+    columns = [f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else [])]
+    for column in columns:
+        if column not in table.column_names:
+            raise TableError(f"{path}: no column {column!r}; add {column.rpartition('_')[0]} to scores.scores and {SCORES.rerun}")
+    return label_issue_flags({column: table.column(column).to_numpy() for column in columns}, params.select.score, limit)
 
 
 def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:

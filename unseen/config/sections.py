@@ -180,6 +180,7 @@ class SelectParams(Section):
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = "el2n_unseen"
     hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
+    label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = None  # auto cuts a flagged sample only below this held-out probability of its label
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
@@ -237,6 +238,8 @@ class Params(Section):
                 "select.hard_cutoff 'auto' cuts the samples that label_issue flags: add label_issue to scores.scores, "
                 "or set select.hard_cutoff to a fraction (0 cuts nothing)"
             )
+        if self.select.label_issue_max_probability is not None and "loss" not in self.scores.score_names:
+            raise ValueError("select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to scores.scores")
         if self.select.steps > 1 and self.select.method != "unseen":
             raise ValueError(f"select.steps={self.select.steps} (multi-step) needs select.method: unseen")
         return self

@@ -174,9 +174,15 @@ for _fn, _harder, _ref in (
 register_score("label_issue", label_issue, reference="Northcutt et al. 2021 (cleanlab)", per_sample=False)
 
 
-def label_issue_flags(columns: dict[str, np.ndarray], score_column: str) -> np.ndarray:
-    """The samples most repeats flag as label issues, in the variant (held out or seen) of `score_column`."""
-    return columns[f"label_issue_{score_column.rpartition('_')[2]}"] >= 0.5
+def label_issue_flags(columns: dict[str, np.ndarray], score_column: str, max_probability: float | None = None) -> np.ndarray:
+    """The samples most repeats flag as label issues, in the variant (held out or seen) of `score_column`; with
+    `max_probability`, only those whose label the models give less than that probability (exp(-loss), the geometric
+    mean over the score window): a flipped label gets almost none, an ambiguous true one a fair share."""
+    variant = score_column.rpartition("_")[2]
+    flags = columns[f"label_issue_{variant}"] >= 0.5
+    if max_probability is not None:
+        flags &= np.exp(-columns[f"loss_{variant}"]) < max_probability
+    return flags
 
 
 def difficulty(table_column: np.ndarray, column_name: str) -> np.ndarray:

@@ -30,9 +30,9 @@ class ScoreTable:
         """One score column oriented so that higher = harder, whatever the score's own direction."""
         return difficulty(self.columns[column], column)
 
-    def label_issues(self, column: str) -> np.ndarray:
+    def label_issues(self, column: str, max_probability: float | None = None) -> np.ndarray:
         """The samples flagged as label issues in `column`'s variant: what `select.hard_cutoff: auto` cuts."""
-        return label_issue_flags(self.columns, column)
+        return label_issue_flags(self.columns, column, max_probability)
 
     def oriented(self) -> dict[str, np.ndarray]:
         """Every mean column (not the `_std` ones), oriented so that higher = harder."""

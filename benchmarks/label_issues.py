@@ -1,0 +1,73 @@
+"""How well the label-issue cut tells flipped labels from ambiguous true ones, on one seed of a sweep whose scores exist
+(`unseen bench` has run it): how many samples `label_issue` flags, how many of them are flipped (label-noise sweeps
+keep the flipped ids), the held-out probability of the given label (exp(-loss)) among the flagged flipped and the
+flagged true ones, and what each `select.label_issue_max_probability` would still cut of both.
+Usage: .venv/bin/python benchmarks/label_issues.py --config benchmarks/pilot_power_noise.yaml --seed 100
+Writes benchmarks/results/<sweep>_label_issues_s<seed>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import machine
+from benchmarks.sweep import load_sweep, seed_params
+from unseen.data import load_dataset
+from unseen.io import write_json
+from unseen.scores import label_issue_flags
+from unseen.tables import SCORES, positions_of, read_table
+
+LIMITS = (0.02, 0.05, 0.1, 0.2, 0.3)
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _quantiles(values: np.ndarray) -> list[float] | None:
+    return np.quantile(values, QUANTILES).round(3).tolist() if len(values) else None
+
+
+def _cut(cut: np.ndarray, flipped: np.ndarray) -> dict[str, int]:
+    return {"all": int(cut.sum()), "flipped": int((cut & flipped).sum()), "true": int((cut & ~flipped).sum())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the sweep file, e.g. benchmarks/pilot_power_noise.yaml")
+    parser.add_argument("--seed", type=int, required=True, help="one of the sweep's seeds")
+    args = parser.parse_args()
+    sweep = load_sweep(args.config)
+    params = seed_params(sweep, args.seed)
+    path = params.output("scores.parquet")
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: no scores for seed {args.seed}; run `unseen bench --config {args.config}` first")
+    dataset = load_dataset(params.data, params.seed)
+    table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint)
+    variant = params.select.score.rpartition("_")[2]
+    columns = {name: table.column(name).to_numpy() for name in (f"label_issue_{variant}", f"loss_{variant}")}
+    flagged = label_issue_flags(columns, params.select.score)
+    probability = np.exp(-columns[f"loss_{variant}"])
+    order = positions_of(dataset.train.sample_ids, table.column("sample_id").to_numpy(), str(path))
+    flipped = np.zeros(len(flagged), dtype=bool) if dataset.noisy_train is None else np.asarray(dataset.noisy_train)[order]
+    result = {
+        "command": f"python benchmarks/label_issues.py --config {args.config} --seed {args.seed}",
+        "machine": machine(),
+        "samples": len(flagged),
+        "flipped": int(flipped.sum()),
+        "flagged": int(flagged.sum()),
+        "flagged_flipped": int((flagged & flipped).sum()),
+        "flagged_true": int((flagged & ~flipped).sum()),
+        f"label_probability_quantiles_{'_'.join(str(q) for q in QUANTILES)}": {
+            "flagged_flipped": _quantiles(probability[flagged & flipped]), "flagged_true": _quantiles(probability[flagged & ~flipped]),
+        },
+        "cut_by_max_probability": {str(limit): _cut(flagged & (probability < limit), flipped) for limit in LIMITS},
+    }
+    out = sweep.results_file(f"label_issues_s{args.seed}.json")
+    write_json(out, result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
