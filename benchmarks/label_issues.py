@@ -26,10 +26,12 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 
 def _quantiles(values: np.ndarray) -> list[float] | None:
+    """QUANTILES of `values`, rounded for the results file; None when there are none."""
     return np.quantile(values, QUANTILES).round(3).tolist() if len(values) else None
 
 
 def _cut(cut: np.ndarray, flipped: np.ndarray) -> dict[str, int]:
+    """How many samples a cut removes, and how many of them are flipped and true."""
     return {"all": int(cut.sum()), "flipped": int((cut & flipped).sum()), "true": int((cut & ~flipped).sum())}
 
 
@@ -46,7 +48,10 @@ def main() -> None:
     dataset = load_dataset(params.data, params.seed)
     table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint)
     variant = params.select.score.rpartition("_")[2]
-    columns = {name: table.column(name).to_numpy() for name in (f"label_issue_{variant}", f"loss_{variant}")}
+    names = (f"label_issue_{variant}", f"loss_{variant}")
+    if missing := [name for name in names if name not in table.column_names]:
+        raise SystemExit(f"{path}: no column {missing[0]!r}; the sweep's scores.scores must hold label_issue and loss")
+    columns = {name: table.column(name).to_numpy() for name in names}
     flagged = label_issue_flags(columns, params.select.score)
     probability = np.exp(-columns[f"loss_{variant}"])
     order = positions_of(dataset.train.sample_ids, table.column("sample_id").to_numpy(), str(path))
@@ -62,7 +67,7 @@ def main() -> None:
         f"label_probability_quantiles_{'_'.join(str(q) for q in QUANTILES)}": {
             "flagged_flipped": _quantiles(probability[flagged & flipped]), "flagged_true": _quantiles(probability[flagged & ~flipped]),
         },
-        "cut_by_max_probability": {str(limit): _cut(flagged & (probability < limit), flipped) for limit in LIMITS},
+        "cut_by_max_probability": {str(limit): _cut(label_issue_flags(columns, params.select.score, limit), flipped) for limit in LIMITS},
     }
     out = sweep.results_file(f"label_issues_s{args.seed}.json")
     write_json(out, result)

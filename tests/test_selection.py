@@ -244,12 +244,16 @@ def test_without_alignment_or_diversity_each_cell_keeps_a_seeded_draw_or_its_har
 
     drawn = GainWeights(importance_weight=0.0, alignment_weight=0.0, diversity_weight=0.0)
     rows, cells = np.arange(400), np.arange(400) % 4
-    available, fixed = rows % 10 != 0, rows == 1
+    available, fixed = rows % 8 != 0, rows == 1  # cell 0: 50 of its 100 rows unavailable; cell 1 holds the preselected row
+    quotas = np.array([50, 99, 0, 20])  # cells 0 and 1 take every row they may take: a slip would show every time
     draws = [pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros(2, dtype=np.float32), rows / 400, cells,
-                           np.array([5, 10, 0, 20]), available, drawn, fixed, seed=seed)["order"] >= 0 for seed in (0, 0, 1)]
+                           quotas, available, drawn, fixed, seed=seed)["order"] >= 0 for seed in (0, 0, 1)]
     assert (draws[0] == draws[1]).all() and (draws[0] != draws[2]).any()  # the same seed, the same picks
-    assert np.bincount(cells[draws[0]], minlength=4).tolist() == [5, 10, 0, 20]
+    assert np.bincount(cells[draws[0]], minlength=4).tolist() == [50, 99, 0, 20]
     assert not (draws[0] & ~available).any() and not draws[0][1]  # neither unavailable nor preselected rows
+    with pytest.raises(ValueError, match="available rows for quotas"):  # more asked of a cell than it holds
+        pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros(2, dtype=np.float32), rows / 400, cells,
+                      np.array([51, 0, 0, 0]), available, drawn, fixed, seed=0)
 
 
 def test_coverage_class_budgets_split_the_budget_as_data_set_wide_strata_do():
@@ -259,13 +263,17 @@ def test_coverage_class_budgets_split_the_budget_as_data_set_wide_strata_do():
     # second stratum class 1's: budgets 2 and 2 where the class sizes would give 3 and 1
     assert coverage_class_budgets(labels, scores, 4, 2, strata=2).tolist() == [2, 2]
     assert class_budgets(labels, 4, 2).tolist() == [3, 1]
-    # sample 4 unusable: the range shrinks to [0, 0.9], quotas 3 and 1, and class 1 keeps only its one usable sample
+    # sample 4 unusable: the range shrinks to [0, 0.9], quotas 3 and 1
     assert coverage_class_budgets(labels, scores, 4, 2, strata=2, unusable=np.arange(6) == 4).tolist() == [3, 1]
+    # both class 1 samples unusable: the strata cover class 0 alone, and class 1 keeps only the floor of 1 (no class left empty)
+    assert coverage_class_budgets(labels, scores, 4, 2, strata=2, unusable=labels == 1).tolist() == [3, 1]
     # an earlier step's picks are a floor
     assert coverage_class_budgets(labels, scores, 4, 2, strata=2, floor=np.array([3, 0])).tolist() == [3, 1]
     scores, features, labels = _toy(n=1200)
-    coreset = select_coreset(scores, features, labels, 300, objective=UnseenObjective(class_budgets="coverage"))
-    assert coreset.selected.sum() == 300 and (np.bincount(labels[coreset.selected]) == coreset.class_budget[np.unique(labels, return_index=True)[1]]).all()
+    coreset = select_coreset(scores, features, labels, 300, objective=UnseenObjective(class_budgets="coverage", score_bins=5))
+    expected = coverage_class_budgets(labels, scores, 300, int(labels.max()) + 1, strata=5)
+    assert expected.tolist() != class_budgets(labels, 300, int(labels.max()) + 1).tolist()  # the toy tells the two apart
+    assert np.bincount(labels[coreset.selected]).tolist() == expected.tolist()
 
 
 def test_difficulty_class_budgets_give_the_harder_class_more_within_its_usable_samples():

@@ -15,6 +15,7 @@ approximated by random Fourier features, so nothing N x N is ever built. The imp
 default: the held-out scores then act through the class budgets, the coverage strata and the label-issue cut,
 because a per-sample preference for the hardest samples cost accuracy at every prune ratio of the benchmark.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,6 +34,7 @@ from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import kernel_features
 from unseen.selection.picks import TERMS, GainWeights, pick_in_cells
 
+
 @dataclass(frozen=True)
 class UnseenObjective:
     """The terms of UNSEEN selection; a weight of 0 (or `adaptive=False`) switches a term off for ablations."""
@@ -48,6 +50,7 @@ class UnseenObjective:
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
+    score_bins: int = 50  # class_budgets coverage: the strata of the whole data set's held-out range (CCS's, select.score_bins)
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -64,6 +67,7 @@ class UnseenObjective:
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
             class_budgets=select.class_budgets,
+            score_bins=select.score_bins,
         )
 
 
@@ -156,7 +160,7 @@ def _class_budgets(
     if objective.class_budgets == "proportional":
         return class_budgets(labels, budget, num_classes)
     if objective.class_budgets == "coverage":
-        return coverage_class_budgets(labels, scores, budget, num_classes, strata=max(objective.coverage_strata, 1), floor=floor, unusable=flagged)
+        return coverage_class_budgets(labels, scores, budget, num_classes, strata=objective.score_bins, floor=floor, unusable=flagged)
     return difficulty_class_budgets(labels, difficulty_rank(scores), budget, num_classes, power=objective.difficulty_power, floor=floor, unusable=flagged)
 
 

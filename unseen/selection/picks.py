@@ -48,6 +48,8 @@ def _draw(
     kept = np.zeros(len(z), dtype=bool)
     kept[by_cell[place < quotas[cell[by_cell]]]] = True
     picks = queue[kept[queue]]
+    if len(picks) != quotas.sum():
+        raise ValueError(f"the cells hold {len(picks)} available rows for quotas of {int(quotas.sum())}")
     order = np.full(len(z), -1, dtype=np.int32)
     order[picks] = np.arange(len(picks))
     out = {name: np.full(len(z), np.nan, dtype=np.float32) for name in TERMS}
