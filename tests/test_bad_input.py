@@ -331,6 +331,8 @@ CASES = [
     Case("label-issue probability without the loss score", RUN,
          lambda f: (setting("scores", scores=["el2n", "label_issue"])(f), setting("select", label_issue_max_probability=0.05)(f)),
          ("select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to scores.scores",)),
+    Case("label-issue probability without the auto cut", RUN, setting("select", hard_cutoff=0.1, label_issue_max_probability=0.05),
+         ("select.label_issue_max_probability narrows the label-issue cut of select.hard_cutoff 'auto': set that, or remove it",)),
     Case("unknown stage", ("stage", "train"), lambda f: None, ("unknown stage 'train'; use one of: features, scores, select, retrain",)),
     Case("tracking server down", RUN, setting("tracking", uri="http://127.0.0.1:9"),
          ("tracking.uri=http://127.0.0.1:9: the MLflow tracking server does not answer", "Nothing was run")),
