@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, read_results, sweep_cells
-from benchmarks.tables import _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, score_lines, scorer_lines, summarize
+from benchmarks.tables import _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, pair_lines, score_lines, scorer_lines, summarize
 from unseen.io import atomic_path, write_csv
 
 
@@ -133,6 +133,8 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "### Ablations of the UNSEEN objective",
         "",
         *accuracy_table(sweep, summary, ablation),
+        "",
+        *pair_lines(sweep, summary),
         "",
         "### Accuracy against prune ratio",
         "",

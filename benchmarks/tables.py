@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from benchmarks.sweep import FULL, BenchmarkConfig, Cell, cell_params, prep_params, seed_params
+from benchmarks.sweep import FULL, BenchmarkConfig, Cell, MethodSpec, cell_params, prep_params, seed_params
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -133,6 +133,34 @@ def comparison_lines(sweep: BenchmarkConfig, summary: dict) -> list[str]:
             if full is not None:
                 text += f"; full data {full[0]:.2f} ± {full[1]:.2f} ({mine[0] - full[0]:+.2f})"
             lines.append(text)
+    return lines
+
+
+def _held_out_twin(spec: MethodSpec) -> MethodSpec | None:
+    """The same method on the held-out variant of its seen score; None unless its score is a seen one."""
+    score = spec.select.get("score", "")
+    if not score.endswith("_seen"):
+        return None
+    return spec.model_copy(update={"select": {**spec.select, "score": score.removesuffix("_seen") + "_unseen"}})
+
+
+def pair_lines(sweep: BenchmarkConfig, summary: dict) -> list[str]:
+    """Clean pairs: each method on seen scores against the same method, all else equal, on held-out scores; per prune
+    ratio the difference held-out minus seen, and at how many ratios held-out is at least as good."""
+    pairs = [(seen, held) for seen, spec in sweep.methods.items() if (twin := _held_out_twin(spec)) is not None
+             for held, other in sweep.methods.items() if (other.select, other.by_ratio, other.features, other.scores)
+             == (twin.select, twin.by_ratio, twin.features, twin.scores)]
+    if not pairs:
+        return []
+    lines = ["### Held-out against seen scores, all else equal (held-out minus seen, points)", "",
+             "| held-out method | " + " | ".join(f"prune {_pct(r)}" for r in sweep.prune_ratios) + " | held-out >= seen |",
+             "|---|" + "---|" * (len(sweep.prune_ratios) + 1)]
+    for seen, held in pairs:
+        gaps = [summary[(held, r)][0] - summary[(seen, r)][0] if (held, r) in summary and (seen, r) in summary else None
+                for r in sweep.prune_ratios]
+        known = [g for g in gaps if g is not None]
+        cells = " | ".join("-" if g is None else f"{g:+.2f}" for g in gaps)
+        lines.append(f"| {sweep.methods[held].label} | {cells} | {sum(g >= 0 for g in known)} of {len(known)} |")
     return lines
 
 

@@ -133,3 +133,19 @@ def _write(tmp_path, sweep):
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
+
+
+def test_clean_pairs_compare_each_method_with_its_held_out_twin_only():
+    from benchmarks.sweep import BenchmarkConfig
+    from benchmarks.tables import pair_lines
+
+    methods = {
+        "ccs_seen": {"group": "baseline", "label": "CCS seen", "select": {"method": "ccs", "score": "el2n_seen"}},
+        "ccs_unseen": {"group": "baseline", "label": "CCS held-out", "select": {"method": "ccs", "score": "el2n_unseen"}},
+        "ccs_unseen_cut": {"group": "baseline", "label": "CCS held-out, cut", "select": {"method": "ccs", "score": "el2n_unseen", "hard_cutoff": 0.1}},
+    }
+    sweep = BenchmarkConfig(name="pairs", seeds=[0], prune_ratios=[0.5, 0.7], methods=methods)
+    summary = {("ccs_seen", 0.5): (90.0, 0.1, 3), ("ccs_unseen", 0.5): (90.5, 0.1, 3), ("ccs_seen", 0.7): (88.0, 0.1, 3),
+               ("ccs_unseen", 0.7): (87.75, 0.1, 3), ("ccs_unseen_cut", 0.5): (99.0, 0.1, 3)}
+    rows = [line for line in pair_lines(sweep, summary) if line.startswith("| CCS")]
+    assert rows == ["| CCS held-out | +0.50 | -0.25 | 1 of 2 |"]  # the cut variant differs in more than the score: no pair
