@@ -180,7 +180,7 @@ class SelectParams(Section):
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = "el2n_unseen"
     hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
-    label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = None  # auto cuts a flagged sample only below this held-out probability of its label
+    label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
