@@ -122,7 +122,7 @@ def test_out_of_memory_at_the_floor_gives_up_and_says_so(tmp_path, fashion_root)
     params = load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 4096}))
     assert halved_batches(params) is None
     halved = halved_batches(load_params(fault_params(tmp_path, fashion_root, orchestration={"min_batch_size": 50})))
-    assert (halved.scores.recipe.batch_size, halved.scores.batch_size, halved.features.batch_size) == (64, 512, 256)
+    assert (halved.scores.recipe.batch_size, halved.scores.batch_size, halved.features.batch_size) == (64, 512, 64)
 
     def always_oom(_params):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")

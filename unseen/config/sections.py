@@ -238,10 +238,11 @@ class Params(Section):
                 "select.hard_cutoff 'auto' cuts the samples that label_issue flags: add label_issue to scores.scores, "
                 "or set select.hard_cutoff to a fraction (0 cuts nothing)"
             )
-        if self.select.label_issue_max_probability is not None and self.select.hard_cutoff != "auto":
-            raise ValueError("select.label_issue_max_probability narrows the label-issue cut of select.hard_cutoff 'auto': set that, or remove it")
-        if self.select.label_issue_max_probability is not None and "loss" not in self.scores.score_names:
-            raise ValueError("select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to scores.scores")
+        if self.select.hard_cutoff == "auto" and self.select.label_issue_max_probability is not None and "loss" not in self.scores.score_names:
+            raise ValueError(
+                "select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to "
+                "scores.scores, or set select.label_issue_max_probability to null (every flagged sample cut)"
+            )
         if self.select.steps > 1 and self.select.method != "unseen":
             raise ValueError(f"select.steps={self.select.steps} (multi-step) needs select.method: unseen")
         return self
