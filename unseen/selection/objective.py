@@ -137,8 +137,9 @@ def select_coreset(
     both = features if pool_features is None else np.concatenate([features, pool_features])
     z, z_pool = np.split(kernel_features(both, objective.fourier_dim, rng), [n])
     preselected = np.zeros(n, dtype=bool) if already_selected is None else already_selected.astype(bool)
-    budgets = _class_budgets(scores, labels, budget, num_classes, objective, np.bincount(labels[preselected], minlength=num_classes), flagged)
-    if (np.bincount(labels[preselected], minlength=num_classes) > budgets).any():
+    kept_before = np.bincount(labels[preselected], minlength=num_classes)
+    budgets = _class_budgets(scores, labels, budget, num_classes, objective, kept_before, flagged)
+    if (kept_before > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
     columns = _empty_columns(n)
