@@ -1,5 +1,5 @@
 """Where the default coreset's cost goes, in one process and without orchestration: the proxy features, the fold
-probes' scores and UNSEEN selection on the default data and params, each part timed, and the functions that take
+probes' scores and UNSEEN selection (its step probes included) on the default data and params, each part timed, and the functions that take
 the most time inside scoring and selection (cProfile, own time). benchmarks/default_run.py measures the same stages
 inside a whole run; this script says which code to make cheaper.
 Usage: .venv/bin/python benchmarks/coreset_profile.py [KEY=VALUE ...], e.g. select.fourier_features=128
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.machine import machine
@@ -22,8 +23,8 @@ from unseen.config import load_params
 from unseen.data import load_dataset
 from unseen.features import extract_features
 from unseen.io import write_json
-from unseen.scores import embedding_scores
-from unseen.selection import select
+from unseen.scores import embedding_scores, score_step
+from unseen.selection import select_multistep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,9 +58,12 @@ def main() -> None:
         train, labels, params.scores, seed=params.seed, sample_ids=dataset.train.sample_ids, num_classes=dataset.num_classes
     ))
     pool = test if params.select.target_pool == "test" else None
-    coreset, select_seconds, select_top = profiled(lambda: select(
-        params.select, table.difficulty(params.select.score), train, labels, num_classes=dataset.num_classes, pool_features=pool,
-        flagged=table.label_issues(params.select.score, params.select.label_issue_max_probability), seed=params.seed,
+    def step_scorer(step: int, kept: np.ndarray) -> np.ndarray:
+        return score_step(dataset, step, kept, params.scores, params.select.score_name, seed=params.seed, embeddings=train)[0]
+
+    (coreset, _), select_seconds, select_top = profiled(lambda: select_multistep(
+        params.select, table.difficulty(params.select.score), train, labels, step_scorer, num_classes=dataset.num_classes,
+        pool_features=pool, flagged=table.label_issues(params.select.score, params.select.label_issue_max_probability), seed=params.seed,
     ))
     result = {
         "command": " ".join(["python benchmarks/coreset_profile.py", *overrides]),

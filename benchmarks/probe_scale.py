@@ -3,7 +3,7 @@
 N samples in 1,000 classes with 512-d float32 embeddings (Gaussian class clusters, 10% of labels flipped to another
 class), as precomputed embeddings of a backbone would be. K = 5 fold probes (`scores.probe` of params.yaml with the
 batch, epochs and window below) score every sample held out, all default scores included; then UNSEEN selects a 30%
-coreset (70% pruning) with params.yaml's select section, the label issues the probes flag cut first. Each size runs
+coreset (70% pruning) in one pass with params.yaml's select section, the label issues the probes flag cut first. Each size runs
 in a fresh subprocess, so its peak RSS is its own; the time excludes generating the data.
 Usage: .venv/bin/python benchmarks/probe_scale.py [--sizes 100000,1281167] [--threads 2]
 Writes benchmarks/results/probe_scale.json.
@@ -54,7 +54,7 @@ def run_one(n: int, threads: int) -> None:
     scores_params = params.scores.model_copy(
         update={"scorer": "probe", "folds": FOLDS, "seen": False, "probe": params.scores.probe.model_copy(update=PROBE)}
     )
-    select_params = params.select.model_copy(update={"prune_ratio": 0.7})
+    select_params = params.select.model_copy(update={"prune_ratio": 0.7, "steps": 1})  # one selection pass: no images to train step models on
     x, labels, flipped = embeddings(n)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()

@@ -40,7 +40,7 @@ def select_task(
     started = time.perf_counter()
     held_out = difficulty(values, params.select.score)
     kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=label_issues_input(params, dataset), seed=params.seed)
-    if params.select.steps == 1:
+    if params.select.selection_steps == 1:
         coreset, joined = select(params.select, held_out, features, labels, **kwargs), None
     else:
         records = [read_record(params, dataset, path, stage="select") for path in step_records]
@@ -48,9 +48,9 @@ def select_task(
         scores = [step_scores(record, kept, params.select.score_name) for record, kept in zip(records, kept_before)]
         current = held_out if joined is None else step_difficulty(held_out, joined, scores)
         coreset, joined = select_step(params.select, step, current, features, labels, joined, **kwargs)
-        get_run_logger().info(f"[select] step {step}/{params.select.steps}: coreset grows to {int(coreset.selected.sum())}")
+        get_run_logger().info(f"[select] step {step}/{params.select.selection_steps}: coreset grows to {int(coreset.selected.sum())}")
         tracker.log_metrics(tracker.run_id, {"multistep_coreset_size": int(coreset.selected.sum())}, step=step)
-        if step < params.select.steps:
+        if step < params.select.selection_steps:
             return time.perf_counter() - started, {}, joined
     random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
     report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed)
@@ -98,12 +98,12 @@ TaskCall = Callable[..., Any]
 
 
 def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float, dict[str, float]]:
-    """The whole select stage: one selection, or `select.steps` selections alternating with step scoring models.
+    """The whole select stage: one selection, or `select.steps` selections (UNSEEN) alternating with step scoring models.
 
     `run(task, *args)` runs one task: the prune flow runs them as tasks (step models on GPU workers), a benchmark
     cell, itself a task, runs their functions in place. Returns (compute seconds, the final step's metrics)."""
     joined, records, compute, metrics = None, [], 0.0, {}
-    for step in range(1, params.select.steps + 1):
+    for step in range(1, params.select.selection_steps + 1):
         if step > 1:
             path, seconds = run(scoring_model_task, params, tracker, ScoringModel("step", step - 1), joined >= 1)
             records.append(path)

@@ -7,7 +7,7 @@ from tests.conftest import REPO
 
 def test_the_readme_python_example_runs(fashion_root, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
-    example = next(block for block in blocks if "select(" in block)
+    example = next(block for block in blocks if "select_multistep(" in block)
     monkeypatch.chdir(REPO)
     example = example.replace('"data.test_subset=500"', f'"data.test_subset=500", "data.root={fashion_root}", "data.download=false", '
                               '"scores.recipe.epochs=2", "scores.score_epochs=[1,2]"')

@@ -192,7 +192,7 @@ class SelectParams(Section):
     coverage_strata: int = Field(50, ge=0)
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
-    steps: int = Field(1, ge=1)
+    steps: int = Field(3, ge=1)
     step_schedule: Literal["equal", "geometric"] = "equal"
     score_bins: int = Field(50, ge=1)
 
@@ -202,6 +202,11 @@ class SelectParams(Section):
         if not re.fullmatch(r"[a-z][a-z0-9_]*_(unseen|seen)", value):
             raise ValueError(f"{value!r} is not a score column; use <score>_unseen or <score>_seen, e.g. el2n_unseen")
         return value
+
+    @property
+    def selection_steps(self) -> int:
+        """How many steps the select stage takes: `steps` for UNSEEN; the baselines select in one pass."""
+        return self.steps if self.method == "unseen" else 1
 
     @property
     def score_name(self) -> str:
@@ -243,8 +248,6 @@ class Params(Section):
                 "select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to "
                 "scores.scores, or set select.label_issue_max_probability to null (every flagged sample cut)"
             )
-        if self.select.steps > 1 and self.select.method != "unseen":
-            raise ValueError(f"select.steps={self.select.steps} (multi-step) needs select.method: unseen")
         return self
 
     def output(self, *parts: str) -> Path:

@@ -56,12 +56,17 @@ def select(
     flagged: np.ndarray | None = None,
     seed: int = 0,
 ) -> Coreset:
-    """The single-step coreset of `params.method` at `params.prune_ratio`.
+    """The single-step coreset of `params.method` at `params.prune_ratio` (UNSEEN with `steps > 1`: `select_multistep`).
 
     difficulty: (N,) the `params.score` column oriented higher = harder. features: (N, D) embeddings; baselines see
     them standardized per dimension. pool_features: unlabeled features for `target_pool: test` (UNSEEN only).
     flagged: (N,) bool, likely label errors (the `label_issue` score), never kept when `params.hard_cutoff` is "auto".
     """
+    if params.selection_steps > 1:
+        raise ValueError(
+            f"select.steps={params.steps}: multi-step UNSEEN trains a scoring model at each step; call select_multistep with a "
+            "step scorer (e.g. unseen.scores.score_step), or set select.steps to 1 for one pass"
+        )
     budget = budget_for(len(labels), params.prune_ratio)
     flagged = cut_flags(params, flagged)
     if params.method == "unseen":
