@@ -206,6 +206,22 @@ def test_coverage_strata_spread_each_region_over_the_difficulty_range():
     assert (covered.selected & top).sum() > (plain.selected & top).sum()
 
 
+def test_coverage_range_dataset_splits_the_whole_data_sets_range():
+    # class 0 is easy: 90 samples in [0, 0.05), 10 in [0.05, 0.1); class 1 spans [0, 1]
+    scores = np.concatenate([np.linspace(0, 0.049, 90), np.linspace(0.05, 0.1, 10), np.linspace(0, 1, 100)])
+    labels = np.repeat([0, 1], 100)
+    features = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    terms = dict(regions_per_class=1, adaptive=False, alignment_weight=0.0, diversity_weight=0.0, coverage_strata=2, class_budgets="proportional")
+    own = select_coreset(scores, features, labels, 40, objective=UnseenObjective(**terms))
+    shared = select_coreset(scores, features, labels, 40, objective=UnseenObjective(**terms, coverage_range="dataset"))
+    upper = (labels == 0) & (scores >= 0.05)
+    # own range: strata [0, 0.05) and [0.05, 0.1] get 10 each, so class 0 keeps all 10 of its upper half;
+    # the data set's range [0, 1]: class 0 lies in the first stratum, whose 20 picks are a seeded draw of its 100
+    assert (own.selected & upper).sum() == 10
+    assert (shared.selected & upper).sum() < 10
+    assert list(np.bincount(labels[shared.selected])) == [20, 20]
+
+
 def test_greedy_picks_and_terms_on_a_hand_checked_case():
     from unseen.selection.picks import GainWeights, _greedy
 

@@ -190,6 +190,7 @@ class SelectParams(Section):
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(50, ge=0)
+    coverage_range: Literal["class", "dataset"] = "class"
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(3, ge=1)

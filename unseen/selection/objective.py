@@ -27,7 +27,9 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
 
-from unseen.budgets import allocate, class_budgets, coverage_class_budgets, difficulty_class_budgets, rebalance, stratified_quotas
+from unseen.budgets import (
+    allocate, class_budgets, coverage_class_budgets, difficulty_class_budgets, rebalance, score_strata, stratified_quotas,
+)
 from unseen.config import SelectParams
 from unseen.selection.common import difficulty_rank, hardest_cut
 from unseen.selection.coreset import Coreset
@@ -49,6 +51,7 @@ class UnseenObjective:
     hard_cutoff: float = 0.0
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
+    coverage_range: Literal["class", "dataset"] = "class"  # the range the strata split: each class's own, or the whole data set's (CCS's)
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
     score_bins: int = 50  # class_budgets coverage: the strata of the whole data set's held-out range (CCS's, select.score_bins)
 
@@ -66,6 +69,7 @@ class UnseenObjective:
             hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
+            coverage_range=select.coverage_range,
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
         )
@@ -142,12 +146,14 @@ def select_coreset(
     if (kept_before > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
+    stratum = _dataset_strata(scores, flagged, objective)
     columns = _empty_columns(n)
     for c in np.flatnonzero(np.bincount(labels, minlength=num_classes)):
         members = np.flatnonzero(labels == c)
         pool = None if pool_class is None else z_pool[pool_class == c]
         class_flagged = None if flagged is None else flagged[members]
-        picked = _select_class(scores[members], z[members], pool, int(budgets[c]), preselected[members], class_flagged, objective, seed + c)
+        class_stratum = None if stratum is None else stratum[members]
+        picked = _select_class(scores[members], z[members], pool, int(budgets[c]), preselected[members], class_flagged, class_stratum, objective, seed + c)
         for name, values in picked.items():
             columns[name][members] = values
     return Coreset(class_budget=budgets[labels].astype(np.int32), **columns)
@@ -186,13 +192,22 @@ def _nearest_class(pool: np.ndarray | None, features: np.ndarray, labels: np.nda
     return present[pairwise_distances_argmin(pool, centres)]
 
 
+def _dataset_strata(scores: np.ndarray, flagged: np.ndarray | None, objective: UnseenObjective) -> np.ndarray | None:
+    """With `coverage_range: dataset`, each sample's equal-width stratum of the whole data set's held-out range (its
+    samples not flagged), as CCS stratifies; None with `class` (each class's own range, in `_select_class`)."""
+    if not objective.coverage_strata or objective.coverage_range == "class":
+        return None
+    usable = np.ones(len(scores), dtype=bool) if flagged is None or flagged.all() else ~flagged
+    return score_strata(scores, usable, objective.coverage_strata)
+
+
 def _coverage_cells(
-    scores: np.ndarray, region: np.ndarray, eligible: np.ndarray, quotas: np.ndarray, strata: int
+    scores: np.ndarray, region: np.ndarray, eligible: np.ndarray, quotas: np.ndarray, strata: int, stratum: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Region x difficulty-stratum cells and their quotas: each region's quota is spread over equal-width strata of the
-    class's held-out difficulty range, sparse strata kept whole first (CCS's coverage, inside every region)."""
-    low, high = scores[eligible].min(), scores[eligible].max()
-    stratum = np.clip(((scores - low) / max(high - low, 1e-12) * strata).astype(np.int64), 0, strata - 1)
+    class's held-out difficulty range (or the given data-set-wide `stratum`), sparse strata kept whole first (CCS's
+    coverage, inside every region)."""
+    stratum = score_strata(scores, eligible, strata) if stratum is None else stratum
     cell = region * strata + stratum
     cell_quotas = np.zeros(len(quotas) * strata, dtype=np.int64)
     for r, quota in enumerate(quotas):
@@ -203,7 +218,7 @@ def _coverage_cells(
 
 def _select_class(
     scores: np.ndarray, z: np.ndarray, z_pool: np.ndarray | None, keep: int, fixed: np.ndarray, flagged: np.ndarray | None,
-    objective: UnseenObjective, seed: int,
+    stratum: np.ndarray | None, objective: UnseenObjective, seed: int,
 ) -> dict[str, np.ndarray]:
     """One class: hard cut, regions and their budgets, then the greedy picks inside them (after the fixed ones)."""
     cut = hardest_cut(scores, objective.hard_cutoff, keep, flagged) & ~fixed
@@ -213,7 +228,7 @@ def _select_class(
     quotas = region_budgets(z, rank, region, eligible, keep, objective)
     unit, unit_quotas = region, quotas
     if objective.coverage_strata:
-        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata)
+        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata, stratum)
     quotas_left = unit_quotas - np.bincount(unit[fixed], minlength=len(unit_quotas))
     quotas_left = rebalance(quotas_left, np.bincount(unit[eligible & ~fixed], minlength=len(unit_quotas)), keep - int(fixed.sum()))
     target_rows = z if z_pool is None else np.concatenate([z, z_pool])
