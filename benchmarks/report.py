@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, read_results, sweep_cells
+from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, load_sweep, read_results, sweep_cells
 from benchmarks.tables import _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, pair_lines, score_lines, scorer_lines, summarize
+from unseen.config import ParamsError
 from unseen.io import atomic_path, write_csv
 
 
@@ -74,12 +75,36 @@ def _missing(cells: list[tuple[str, float, int]]) -> str:
     return f" (missing: {shown}{' ...' if len(cells) > 20 else ''})"
 
 
+def with_borrowed_baselines(sweep: BenchmarkConfig, rows: list[dict]) -> tuple[BenchmarkConfig, list[dict], str]:
+    """With `baselines_from`: that sweep's baseline and full-data rows that this one lacks join it, and their methods
+    its methods, so one report compares the reported method with every baseline; returns the results table they came
+    from ("" without). Refused where the two sweeps differ in seeds, prune ratios, budget rule or pool size."""
+    if sweep.baselines_from is None:
+        return sweep, rows, ""
+    other = load_sweep(sweep.baselines_from)
+    theirs = read_results(other.results_table)[0].to_pylist()
+    pools = {r["pool_size"] for r in rows + theirs if r["method"] == FULL}
+    if (other.seeds, other.prune_ratios, other.budget_rule) != (sweep.seeds, sweep.prune_ratios, sweep.budget_rule) or len(pools) > 1:
+        raise ParamsError(
+            f"{sweep.name}: baselines_from {sweep.baselines_from} has other seeds, prune ratios, budget rule or pool size; "
+            "borrow only from a sweep of the same design"
+        )
+    baselines = {m: spec for m, spec in other.methods.items() if spec.group == "baseline" and m not in sweep.methods}
+    own = {r["method"] for r in rows}
+    joined = [r for r in theirs if r["method"] not in own and (r["method"] in baselines or r["method"] in (FULL, FULL_LONG))]
+    return sweep.model_copy(update={"methods": {**baselines, **sweep.methods}}), rows + joined, str(other.results_table)
+
+
 def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
     """Generate the report and its figures (in `<report folder>/benchmarks/`) from the sweep's results table.
 
     Longer than 50 lines because it is the report's template: one list of Markdown lines, read top to bottom."""
     table, meta = read_results(sweep.results_table)
     rows = table.to_pylist()
+    expected = {(c.method, c.prune_ratio, c.seed) for c in sweep_cells(sweep)}
+    finished = {(r["method"], r["prune_ratio"], r["seed"]) for r in rows}
+    missing = sorted(expected - finished, key=str)
+    sweep, rows, borrowed = with_borrowed_baselines(sweep, rows)
     summary = summarize(rows)
     report = Path(sweep.report)
     figures = report.parent / "benchmarks"
@@ -91,9 +116,6 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
     if sweep.results_file("scores_distributions.png").is_file():
         with atomic_path(scores_png) as tmp:
             shutil.copyfile(sweep.results_file("scores_distributions.png"), tmp)
-    expected = {(c.method, c.prune_ratio, c.seed) for c in sweep_cells(sweep)}
-    finished = {(r["method"], r["prune_ratio"], r["seed"]) for r in rows}
-    missing = sorted(expected - finished, key=str)
     base = next(r for r in rows if r["method"] == FULL) if any(r["method"] == FULL for r in rows) else rows[0]
     full = summary.get((FULL, 0.0))
     text = [
@@ -113,6 +135,8 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         "includes the pool draw); test accuracy on the test split",
         f"- seeds: {', '.join(map(str, sweep.seeds))}; prune ratio = fraction of the pool removed; "
         f"cells finished: {len(finished & expected)} of {len(expected)}{_missing(missing)}",
+        *([f"- baselines and full data: the rows of `{sweep.baselines_from}` ({borrowed}), the same data, seeds, prune ratios "
+           "and budget rule, run before this sweep"] if borrowed else []),
         f"- training budget: `{sweep.budget_rule}`: "
         + (
             f"every coreset is trained for as many SGD steps as one full-data training ({base['epochs']} epochs over the pool), "

@@ -102,6 +102,8 @@ class BenchmarkConfig(BaseModel):
     methods: dict[str, MethodSpec] = Field(min_length=1)
     reported: str | None = None  # the one UNSEEN method the report compares, fixed before the sweep (on pilot seeds)
     convergence_check: bool = False  # also train the full data for twice the recipe's epochs, per seed
+    baselines_from: str | None = None  # another sweep file on the same data, seeds and ratios: its report rows for the
+    #   baselines and the full data join this sweep's (a new default's row compared with every baseline, not rerun)
 
     @field_validator("prune_ratios")
     @classmethod

@@ -92,7 +92,6 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
     of multi-step selection (trained on `kept`). On a grown collection a fold model of an earlier run scores the new
     samples instead (`tasks.increment`). Returns (record path, compute seconds)."""
     set_torch_threads(params.orchestration)
-    started = time.perf_counter()
     dataset = dataset_for(params)
     path = model_cache_path(params, dataset, model)
     stage = "select" if model.kind == "step" else "scores"
@@ -100,6 +99,7 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
     if _cached(params, dataset, path, stage, plan):
         return str(path), 0.0
     with tracker.child_run(f"{stage}/{model.name}", stage=stage, kind=model.kind, repeat=str(model.repeat), fold=str(model.fold)) as run_id:
+        started = time.perf_counter()  # compute: reading the inputs and training, as in the retrain task; not the tracking
         probe = params.scores.scorer == "probe"
         embeddings = read_features(params, dataset)[1] if probe else None
         used = params

@@ -149,3 +149,18 @@ def test_clean_pairs_compare_each_method_with_its_held_out_twin_only():
                ("ccs_unseen", 0.7): (87.75, 0.1, 3), ("ccs_unseen_cut", 0.5): (99.0, 0.1, 3)}
     rows = [line for line in pair_lines(sweep, summary) if line.startswith("| CCS")]
     assert rows == ["| CCS held-out | +0.50 | -0.25 | 1 of 2 |"]  # the cut variant differs in more than the score: no pair
+
+
+def test_a_report_borrows_the_baselines_of_a_sweep_of_the_same_design(sweep_run, fashion_root):
+    from benchmarks.report import with_borrowed_baselines
+
+    tmp, config, _ = sweep_run
+    own = [r for r in read_results(tmp / "results" / "tiny.parquet")[0].to_pylist() if r["method"] == "unseen"]
+    spec = _sweep(tmp, fashion_root, name="tiny_new", baselines_from=str(config))
+    spec["methods"] = {"unseen": spec["methods"]["unseen"]}
+    merged, rows, source = with_borrowed_baselines(load_sweep(_write(tmp, spec)), own)
+    assert list(merged.methods) == ["random", "unseen"] and source.endswith("tiny.parquet")  # the ablation stays out
+    assert sorted(r["method"] for r in rows).count("random") == 4 and len(rows) == len(own) + 4 + 2  # random and full data
+    other = _sweep(tmp, fashion_root, name="tiny_other", baselines_from=str(config), seeds=[0, 1, 2])
+    with pytest.raises(ParamsError, match="same design"):
+        with_borrowed_baselines(load_sweep(_write(tmp, other)), own)

@@ -59,7 +59,9 @@ def test_mlflow_has_parent_children_and_registered_model(pipeline_run):
     assert parent.info.status == "FINISHED" and parent.data.params["select.prune_ratio"] == "0.5"
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
     names = sorted(run.info.run_name for run in children)
-    assert names == ["features", "retrain/coreset", "retrain/random", "scores/seen_r0", "scores/unseen_r0_f0", "scores/unseen_r0_f1"]
+    assert names == [  # the default selection takes three steps: a step model before each later one
+        "features", "retrain/coreset", "retrain/random", "scores/seen_r0", "scores/unseen_r0_f0", "scores/unseen_r0_f1", "select/step-2", "select/step-3",
+    ]
     fold_run = next(run for run in children if run.info.run_name == "scores/unseen_r0_f0")
     assert len(client.get_metric_history(fold_run.info.run_id, "scored_accuracy")) == 2  # one point per recorded epoch
     assert "plots/scores_distributions.png" in [a.path for a in client.list_artifacts(result["run_id"], "plots")]
