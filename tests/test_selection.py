@@ -5,7 +5,7 @@ import pytest
 
 from unseen.budgets import allocate, budget_for, class_budgets, coverage_class_budgets, difficulty_class_budgets, random_subset, stratified_quotas
 from unseen.selection import UnseenObjective, mmd, select_coreset
-from unseen.selection.kernels import fourier_features
+from unseen.selection.kernels import fourier_features, fourier_means
 
 
 def _toy(n=3000, classes=5, dim=16, seed=0):
@@ -313,3 +313,12 @@ def test_unseen_difficulty_class_budgets_keep_more_of_the_hard_class():
     counts = np.bincount(labels[kept.selected], minlength=2)
     assert counts.sum() == 200 and counts[1] > counts[0]
     assert kept.class_budget[labels == 1][0] == counts[1]
+
+
+def test_fourier_means_are_the_means_of_the_fourier_features_without_the_matrix():
+    x = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    groups = {"all": np.ones(1000, dtype=bool), "odd": np.arange(1000) % 2 == 1, "none": np.zeros(1000, dtype=bool)}
+    z = fourier_features(x, 64, 2.0, np.random.default_rng(3))
+    means = fourier_means(x, groups, 64, 2.0, np.random.default_rng(3), chunk=128)  # the same draw, in 8 chunks
+    assert np.allclose(means["all"], z.mean(0), atol=1e-6) and np.allclose(means["odd"], z[1::2].mean(0), atol=1e-6)
+    assert not means["none"].any()

@@ -5,25 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from unseen.selection.coreset import Coreset
-from unseen.selection.kernels import fourier_features, median_bandwidth
+from unseen.selection.kernels import fourier_means, median_bandwidth
 
 
 def mmd_to_train_and_test(
     features: np.ndarray, test_features: np.ndarray, subsets: dict[str, np.ndarray], *, fourier_dim: int = 512, seed: int = 0
 ) -> dict[str, float]:
     """MMD of each subset (a mask over the train rows) to the train and to the test features, all under one kernel
-    (Gaussian, median bandwidth of train and test, random Fourier features computed once), so that the coreset and the
+    (Gaussian, median bandwidth of train and test, one draw of random Fourier features), so that the coreset and the
     random subset are compared like for like."""
     rng = np.random.default_rng(seed)
     both = np.concatenate([features, test_features]).astype(np.float32)
-    z = fourier_features(both, fourier_dim, median_bandwidth(both, rng), rng)
-    train = z[: len(features)]
-    targets = {"train": train.mean(0), "test": z[len(features) :].mean(0)}
-    means = {name: train[mask].mean(0) for name, mask in subsets.items()}
-    return {
-        f"mmd_to_{target}_{name}": float(np.linalg.norm(mean - centre))
-        for target, centre in targets.items() for name, mean in means.items()
-    }
+    train = np.arange(len(both)) < len(features)
+    after_train = np.zeros(len(test_features), dtype=bool)
+    groups = {"train": train, "test": ~train, **{name: np.concatenate([mask, after_train]) for name, mask in subsets.items()}}
+    means = fourier_means(both, groups, fourier_dim, median_bandwidth(both, rng), rng)
+    return {f"mmd_to_{target}_{name}": float(np.linalg.norm(means[name] - means[target])) for target in ("train", "test") for name in subsets}
 
 
 def selection_report(
