@@ -48,7 +48,7 @@ def fourier_features(
 
 def fourier_means(x: np.ndarray, groups: dict[str, np.ndarray], dim: int, bandwidth: float, rng: np.random.Generator, chunk: int = 8192) -> dict[str, np.ndarray]:
     """The mean random Fourier feature vector of each group (a mask over x's rows): all an MMD needs, summed chunk by
-    chunk without the (N, dim) matrix, whose allocation alone outweighs the sums at the select report's size."""
+    chunk, so the (N, dim) matrix is never built."""
     feature_map = _fourier_map(x.shape[1], dim, bandwidth, rng)
     sums = {name: np.zeros(dim, dtype=np.float64) for name in groups}
     for start in range(0, len(x), chunk):
