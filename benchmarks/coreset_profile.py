@@ -1,7 +1,7 @@
 """Where the default coreset's cost goes, in one process and without orchestration: the proxy features, the fold
-probes' scores and UNSEEN selection (its step probes included) on the default data and params, each part timed, and the functions that take
-the most time inside scoring and selection (cProfile, own time). benchmarks/default_run.py measures the same stages
-inside a whole run; this script says which code to make cheaper.
+probes' scores and UNSEEN selection (its step probes included) on the default data and params, each part timed, and
+the functions that take the most time inside scoring and selection (cProfile, own time). benchmarks/default_run.py
+measures the same stages inside a whole run; this script says which code to make cheaper.
 Usage: .venv/bin/python benchmarks/coreset_profile.py [KEY=VALUE ...], e.g. select.fourier_features=128
 Writes benchmarks/results/coreset_profile.json.
 """

@@ -3,8 +3,8 @@
 N samples in 1,000 classes with 512-d float32 embeddings (Gaussian class clusters, 10% of labels flipped to another
 class), as precomputed embeddings of a backbone would be. K = 5 fold probes (`scores.probe` of params.yaml with the
 batch, epochs and window below) score every sample held out, all default scores included; then UNSEEN selects a 30%
-coreset (70% pruning) in one pass with params.yaml's select section, the label issues the probes flag cut first. Each size runs
-in a fresh subprocess, so its peak RSS is its own; the time excludes generating the data.
+coreset (70% pruning) in one pass with params.yaml's select section, the label issues the probes flag cut first.
+Each size runs in a fresh subprocess, so its peak RSS is its own; the time excludes generating the data.
 Usage: .venv/bin/python benchmarks/probe_scale.py [--sizes 100000,1281167] [--threads 2]
 Writes benchmarks/results/probe_scale.json.
 """

@@ -46,7 +46,9 @@ def fourier_features(
     return out
 
 
-def fourier_means(x: np.ndarray, groups: dict[str, np.ndarray], dim: int, bandwidth: float, rng: np.random.Generator, chunk: int = 8192) -> dict[str, np.ndarray]:
+def fourier_means(
+    x: np.ndarray, groups: dict[str, np.ndarray], dim: int, bandwidth: float, rng: np.random.Generator, chunk: int = 8192
+) -> dict[str, np.ndarray]:
     """The mean random Fourier feature vector of each group (a mask over x's rows): all an MMD needs, summed chunk by
     chunk, so the (N, dim) matrix is never built."""
     feature_map = _fourier_map(x.shape[1], dim, bandwidth, rng)
