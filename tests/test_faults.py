@@ -208,20 +208,30 @@ def test_unreachable_tracking_store_stops_a_scheduled_run_before_any_work(tmp_pa
 
 
 def test_two_runs_at_once_in_one_folder_take_turns(tmp_path, fashion_root, prefect_api):
-    """Two real `unseen run` processes started together on one outputs folder: the second waits on the lock, so their
-    MLflow parent runs do not overlap in time (no table written by both at once), and both runs are complete."""
+    """Two real `unseen run` processes on one outputs folder whose lock is held (as by a run in progress): both wait,
+    and once it is free they take turns, so their MLflow parent runs do not overlap in time (no table written by both
+    at once), and both runs are complete."""
+    from filelock import FileLock
     from prefect.settings import PREFECT_API_URL
 
     params_file = fault_params(tmp_path, fashion_root, data={"train_subset": 500, "test_subset": 100}, scores={"folds": 2})
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    processes = [
-        subprocess.Popen([UNSEEN, "run", "--params", str(params_file)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
-    ]
-    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    lock_path = load_params(params_file).output(".lock")
+    lock_path.parent.mkdir(parents=True)
+    logs = [tmp_path / f"run-{number}.log" for number in range(2)]
+    with FileLock(lock_path):
+        processes = [
+            subprocess.Popen([UNSEEN, "run", "--params", str(params_file)], cwd=tmp_path, env=env,
+                             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+            for log in logs
+        ]
+        deadline = time.monotonic() + 300
+        while not all("waiting for it to finish" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline and all(process.poll() is None for process in processes), \
+                [log.read_text() for log in logs]
+            time.sleep(0.2)
+    outputs = [(process.wait(timeout=600), log.read_text())[1] for process, log in zip(processes, logs)]
     assert [process.returncode for process in processes] == [0, 0], outputs
-    assert sum("waiting for it to finish" in output for output in outputs) == 1, outputs
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parents = client.search_runs([client.get_experiment_by_name("tests").experiment_id], filter_string="tags.stage = 'prune'")

@@ -129,6 +129,7 @@ def _gain(
     mmd_growth[dead] = -np.inf
     high = mmd_growth.max()
     alignment = (mmd_growth - low) / (high - low) if high > low else np.zeros(len(mmd_growth))
+    alignment[dead] = 0.0
     gain = importance - weights.alignment_weight * alignment - weights.diversity_weight * nearest.clip(0.0, 1.0)
     gain[dead] = -np.inf
     return alignment, gain
