@@ -5,6 +5,7 @@ import pytest
 
 from unseen.budgets import allocate, budget_for, class_budgets, coverage_class_budgets, difficulty_class_budgets, random_subset, stratified_quotas
 from unseen.selection import UnseenObjective, mmd, select_coreset
+from unseen.config import SelectParams
 from unseen.selection.kernels import fourier_features, fourier_means
 
 
@@ -220,6 +221,19 @@ def test_coverage_range_dataset_splits_the_whole_data_sets_range():
     assert (own.selected & upper).sum() == 10
     assert (shared.selected & upper).sum() < 10
     assert list(np.bincount(labels[shared.selected])) == [20, 20]
+
+
+def test_coverage_tilt_leans_stratum_quotas_toward_populous_strata():
+    counts = np.array([64, 16, 4, 0])
+    # tilt 0: CCS's equal shares, the sparse stratum whole first: 4, then 20 // 2 = 10 each
+    assert list(stratified_quotas(counts, 24)) == [10, 10, 4, 0]
+    # tilt 1: as the sizes, 64:16:4 of 24 = 18.3, 4.6, 1.1: floors 18, 4, 1, the one left to the largest share
+    assert list(stratified_quotas(counts, 24, 1.0)) == [19, 4, 1, 0]
+    # tilt 0.5: as sqrt(size) = 8:4:2 of 24 = 13.7, 6.9, 3.4: floors 13, 6, 3; of the two left, 2 x 4/7 = 1.1 gives the
+    # first one more, and the last one goes to the largest share
+    assert list(stratified_quotas(counts, 24, 0.5)) == [15, 6, 3, 0]
+    params = SelectParams(coverage_tilt="prune_ratio", prune_ratio=0.7)
+    assert UnseenObjective.from_params(params).coverage_tilt == 0.7
 
 
 def test_greedy_picks_and_terms_on_a_hand_checked_case():

@@ -87,8 +87,11 @@ def score_strata(scores: np.ndarray, eligible: np.ndarray, strata: int) -> np.nd
     return np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, strata - 1)
 
 
-def stratified_quotas(bin_counts: np.ndarray, quota: int) -> np.ndarray:
-    """CCS budget split over score strata: smallest strata first, each takes an equal share of what is left."""
+def stratified_quotas(bin_counts: np.ndarray, quota: int, tilt: float = 0.0) -> np.ndarray:
+    """CCS budget split over score strata: smallest strata first, each takes an equal share of what is left. With
+    `tilt` in (0, 1] the shares are in proportion to stratum size**tilt instead (1: to size, as a random draw keeps)."""
+    if tilt > 0:
+        return allocate(bin_counts.astype(np.float64) ** tilt, bin_counts, quota)
     quotas = np.zeros_like(bin_counts)
     remaining = quota
     nonempty = np.flatnonzero(bin_counts > 0)

@@ -191,6 +191,7 @@ class SelectParams(Section):
     fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(50, ge=0)
     coverage_range: Literal["class", "dataset"] = "class"
+    coverage_tilt: Annotated[float, Field(ge=0, le=1)] | Literal["prune_ratio"] = 0.0
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(3, ge=1)

@@ -52,6 +52,7 @@ class UnseenObjective:
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
     coverage_range: Literal["class", "dataset"] = "class"  # the range the strata split: each class's own, or the whole data set's (CCS's)
+    coverage_tilt: float = 0.0  # stratum quotas in proportion to stratum size**tilt: 0 = CCS's equal shares, 1 = as the data
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
     score_bins: int = 50  # class_budgets coverage: the strata of the whole data set's held-out range (CCS's, select.score_bins)
 
@@ -70,6 +71,7 @@ class UnseenObjective:
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
             coverage_range=select.coverage_range,
+            coverage_tilt=select.prune_ratio if select.coverage_tilt == "prune_ratio" else select.coverage_tilt,
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
         )
@@ -202,17 +204,18 @@ def _dataset_strata(scores: np.ndarray, flagged: np.ndarray | None, objective: U
 
 
 def _coverage_cells(
-    scores: np.ndarray, region: np.ndarray, eligible: np.ndarray, quotas: np.ndarray, strata: int, stratum: np.ndarray | None
+    scores: np.ndarray, region: np.ndarray, eligible: np.ndarray, quotas: np.ndarray, strata: int, stratum: np.ndarray | None,
+    tilt: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Region x difficulty-stratum cells and their quotas: each region's quota is spread over equal-width strata of the
     class's held-out difficulty range (or the given data-set-wide `stratum`), sparse strata kept whole first (CCS's
-    coverage, inside every region)."""
+    coverage, inside every region; `tilt` > 0 leans the shares toward the populous strata, see `stratified_quotas`)."""
     stratum = score_strata(scores, eligible, strata) if stratum is None else stratum
     cell = region * strata + stratum
     cell_quotas = np.zeros(len(quotas) * strata, dtype=np.int64)
     for r, quota in enumerate(quotas):
         counts = np.bincount(stratum[(region == r) & eligible], minlength=strata)
-        cell_quotas[r * strata : (r + 1) * strata] = stratified_quotas(counts, int(quota))
+        cell_quotas[r * strata : (r + 1) * strata] = stratified_quotas(counts, int(quota), tilt)
     return cell, cell_quotas
 
 
@@ -228,7 +231,7 @@ def _select_class(
     quotas = region_budgets(z, rank, region, eligible, keep, objective)
     unit, unit_quotas = region, quotas
     if objective.coverage_strata:
-        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata, stratum)
+        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata, stratum, objective.coverage_tilt)
     quotas_left = unit_quotas - np.bincount(unit[fixed], minlength=len(unit_quotas))
     quotas_left = rebalance(quotas_left, np.bincount(unit[eligible & ~fixed], minlength=len(unit_quotas)), keep - int(fixed.sum()))
     target_rows = z if z_pool is None else np.concatenate([z, z_pool])
