@@ -86,3 +86,23 @@ def test_missing_pretrained_weights_are_refused_before_any_run(tmp_path, monkeyp
     with pytest.raises(ParamsError, match=r"pretrained:resnet18: cannot get the weights"):
         check_params(params)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_features_table_is_read_once_while_unchanged(tiny, tmp_path):
+    from unseen.config import Params
+    from unseen.features import features_columns, read_features
+    from unseen.tables import FEATURES, write_table
+
+    params = Params(outputs=str(tmp_path))
+    rng = np.random.default_rng(0)
+    train, test = (rng.normal(size=(len(split), 4)).astype(np.float32) for split in (tiny.train, tiny.test))
+
+    def write(train_rows: np.ndarray) -> None:
+        write_table(FEATURES, features_columns(tiny, train_rows, test), params.output("features.parquet"),
+                    params_hash=params.stage_hash("features"), data_fingerprint=tiny.fingerprint)
+
+    write(train)
+    first = read_features(params, tiny)
+    assert read_features(params, tiny)[1] is first[1]  # the fold, step and select tasks of one run share one read
+    write(train + 1)  # rewritten (renamed into place): read again
+    np.testing.assert_array_equal(read_features(params, tiny)[1], train + 1)

@@ -172,10 +172,19 @@ def features_columns(dataset: ImageDataset, train: np.ndarray, test: np.ndarray)
     }
 
 
+_LAST_READ: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+"""The arrays of the last features.parquet read, by file identity and the params and data it must match."""
+
+
 def read_features(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train sample_ids, train embeddings, test embeddings) from features.parquet: every sample once, all finite,
-    made from this data and these features params."""
+    made from this data and these features params. The last read is kept while the file is unchanged, so a run's
+    fold, step and select tasks in one process read it once: callers share the arrays and must not write to them."""
     path = params.output("features.parquet")
+    stat = path.stat() if path.is_file() else None
+    key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size, dataset.fingerprint, params.stage_hash("features")) if stat else None
+    if key is not None and key in _LAST_READ:
+        return _LAST_READ[key]
     table = read_table(FEATURES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("features"))
     train = table.column("split").to_numpy(zero_copy_only=False) == "train"
     ids = table.column("sample_id").to_numpy()
@@ -183,4 +192,7 @@ def read_features(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np
     same_ids_or_raise(path, ids[~train], dataset.test.sample_ids, "test", FEATURES)
     embedding = list_column(table, "embedding")
     finite_or_raise(path, "embedding", embedding, ids, FEATURES)
-    return ids[train], embedding[train], embedding[~train]
+    read = ids[train], embedding[train], embedding[~train]
+    _LAST_READ.clear()
+    _LAST_READ[key] = read
+    return read
