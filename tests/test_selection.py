@@ -234,6 +234,8 @@ def test_coverage_tilt_leans_stratum_quotas_toward_populous_strata():
     assert list(stratified_quotas(counts, 24, 0.5)) == [15, 6, 3, 0]
     params = SelectParams(coverage_tilt="prune_ratio", prune_ratio=0.7)
     assert UnseenObjective.from_params(params).coverage_tilt == 0.7
+    schedule = {0.5: 0.25, 0.8: 0.5}  # the entry with the largest prune ratio not above the run's; 0 below them all
+    assert [SelectParams(coverage_tilt=schedule, prune_ratio=r).tilt for r in (0.3, 0.5, 0.7, 0.8, 0.9)] == [0.0, 0.25, 0.25, 0.5, 0.5]
 
 
 def test_greedy_picks_and_terms_on_a_hand_checked_case():

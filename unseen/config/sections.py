@@ -175,6 +175,10 @@ class IncrementParams(Section):
     max_growth: float = Field(0.25, gt=0)  # from scratch once the collection outgrew the one the fold models trained on by this
 
 
+Tilt = Annotated[float, Field(ge=0, le=1)]
+"""`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
+
+
 class SelectParams(Section):
     method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
@@ -191,7 +195,7 @@ class SelectParams(Section):
     fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(50, ge=0)
     coverage_range: Literal["class", "dataset"] = "class"
-    coverage_tilt: Annotated[float, Field(ge=0, le=1)] | Literal["prune_ratio"] = 0.0
+    coverage_tilt: Tilt | Literal["prune_ratio"] | dict[Annotated[float, Field(ge=0, lt=1)], Tilt] = 0.0
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(3, ge=1)
@@ -209,6 +213,16 @@ class SelectParams(Section):
     def selection_steps(self) -> int:
         """How many steps the select stage takes: `steps` for UNSEEN; the baselines select in one pass."""
         return self.steps if self.method == "unseen" else 1
+
+    @property
+    def tilt(self) -> float:
+        """`coverage_tilt` at this prune ratio: a number, the prune ratio itself, or a schedule's entry with the
+        largest prune ratio not above this one (0 below all of them)."""
+        if self.coverage_tilt == "prune_ratio":
+            return self.prune_ratio
+        if isinstance(self.coverage_tilt, dict):
+            return next((self.coverage_tilt[r] for r in sorted(self.coverage_tilt, reverse=True) if r <= self.prune_ratio), 0.0)
+        return self.coverage_tilt
 
     @property
     def score_name(self) -> str:

@@ -71,7 +71,7 @@ class UnseenObjective:
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
             coverage_range=select.coverage_range,
-            coverage_tilt=select.prune_ratio if select.coverage_tilt == "prune_ratio" else select.coverage_tilt,
+            coverage_tilt=select.tilt,
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
         )
