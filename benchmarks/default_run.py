@@ -58,6 +58,7 @@ def main() -> None:
         "startup_seconds": round(wall - report["flow_seconds"], 1),  # process start to flow start, and shut-down
         "import_floor_seconds": round(import_floor_seconds(), 1),  # python -c IMPORT_FLOOR: inside startup_seconds
         "coreset_cost_vs_one_full_training": round((stage_compute["features"] + stage_compute["scores"] + stage_compute["select"]) / one_training, 3),
+        "outside_compute_seconds": {name: round(seconds, 1) for name, seconds in report["outside_compute_seconds"].items()},
         "stages": {s["name"]: {"wall_seconds": round(s["wall_seconds"], 1), "compute_seconds": round(s["compute_seconds"], 1)} for s in report["stages"]},
         "metrics": metrics,
         "mlflow_run_id": report["run_id"],

@@ -76,6 +76,19 @@ def _flow_with_runner(flow, params):
     return flow.with_options(task_runner=task_runner(params.orchestration))
 
 
+def _time_outside_compute(result: dict, wall: float) -> dict[str, float]:
+    """Where a run's seconds outside the stages' own compute went: what the summary prints and run_report.json keeps."""
+    compute = sum(report.compute_seconds for report in result["stages"])
+    in_stages = sum(report.wall_seconds for report in result["stages"])
+    lineage = result.get("lineage_seconds", 0.0)
+    return {
+        "startup_and_shutdown": wall - result["flow_seconds"],
+        "tracking_setup_and_flow": result["flow_seconds"] - in_stages - lineage,
+        "tasks_tracking_and_io": in_stages - compute,
+        "dvc_lineage": lineage,
+    }
+
+
 def _write_report(result: dict, wall: float) -> None:
     """outputs/run_report.json: the stage times and metrics of this run, for benchmarks and users' scripts."""
     from dataclasses import asdict
@@ -88,6 +101,7 @@ def _write_report(result: dict, wall: float) -> None:
         "process_seconds": wall,
         "flow_seconds": result["flow_seconds"],
         "lineage_seconds": result.get("lineage_seconds", 0.0),
+        "outside_compute_seconds": _time_outside_compute(result, wall),
         "stages": [asdict(stage) for stage in result["stages"]],
         "lineage": result.get("lineage"),
         "params_hash": params.run_hash(),
@@ -110,12 +124,12 @@ def _print_summary(result: dict, wall: float) -> None:
     for line in result_lines(params, metrics) + change_lines(result["stages"]):
         console.print(line)
     compute = sum(report.compute_seconds for report in result["stages"])
-    in_stages = sum(report.wall_seconds for report in result["stages"])
+    outside = _time_outside_compute(result, wall)
     console.print(
         f"wall time {wall:.1f} s, stages' own compute {compute:.1f} s, the rest {wall - compute:.1f} s "
-        f"({100 * (wall - compute) / max(wall, 1e-9):.1f}%): start-up and shut-down (imports, Prefect server) {wall - result['flow_seconds']:.1f} s, "
-        f"tracking set-up and flow {result['flow_seconds'] - in_stages - result.get('lineage_seconds', 0.0):.1f} s, "
-        f"tasks' tracking and I/O {in_stages - compute:.1f} s, DVC lineage {result.get('lineage_seconds', 0.0):.1f} s"
+        f"({100 * (wall - compute) / max(wall, 1e-9):.1f}%): start-up and shut-down (imports, Prefect server) {outside['startup_and_shutdown']:.1f} s, "
+        f"tracking set-up and flow {outside['tracking_setup_and_flow']:.1f} s, "
+        f"tasks' tracking and I/O {outside['tasks_tracking_and_io']:.1f} s, DVC lineage {outside['dvc_lineage']:.1f} s"
     )
     if "lineage" in result:
         console.print(f"DVC lineage: {result['lineage']}")

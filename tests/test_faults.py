@@ -7,6 +7,7 @@ compare bit for bit) serves every test; `reference` is its uninterrupted scores 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -243,6 +244,9 @@ def test_two_runs_at_once_in_one_folder_take_turns(tmp_path, fashion_root, prefe
         assert {"features", "retrain/coreset", "retrain/random"} <= set(names)
         assert {run.info.status for run in child_runs(tmp_path, parent.info.run_id)} == {"FINISHED"}
     assert len(client.search_model_versions("name = 'tiny-coreset-model'")) == 2
+    report = json.loads((tmp_path / load_params(params_file).outputs / "run_report.json").read_text())
+    outside, compute = report["outside_compute_seconds"], sum(stage["compute_seconds"] for stage in report["stages"])
+    assert min(outside.values()) >= 0 and sum(outside.values()) + compute == pytest.approx(report["process_seconds"])
 
 
 def test_every_task_that_uses_the_device_carries_the_gpu_tag():
