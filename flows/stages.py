@@ -12,7 +12,7 @@ from tasks.increment import increment_plan
 from tasks.features import features_task
 from tasks.retrain import metrics_task, register_task, retrain_task
 from tasks.runners import map_on_workers, submit_on_workers
-from tasks.scores import combine_scores_task, scoring_model_task
+from tasks.scores import combine_scores_task, scoring_model_task_for
 from tasks.select import select_steps
 from tasks.tracking import Tracker
 from unseen.config import Params
@@ -42,7 +42,7 @@ def scores_stage(params: Params, tracker: Tracker) -> StageReport:
     get_run_logger().info(f"[scores] {plan.describe()}")
     tracker.client.set_tag(tracker.run_id, "scoring", plan.describe())
     models = scoring_models(params.scores)
-    results = map_on_workers(with_retries(params, scoring_model_task), unmapped(params), unmapped(tracker), models).result()
+    results = map_on_workers(with_retries(params, scoring_model_task_for(params)), unmapped(params), unmapped(tracker), models).result()
     compute, _ = with_retries(params, combine_scores_task)(params, tracker, [path for path, _ in results])
     outputs = [str(params.output("scores.parquet")), str(params.output("scores_report.json"))]
     metrics = {"scored_incrementally": float(plan.incremental), "new_samples_scored": float(len(plan.new_ids))}

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
@@ -125,6 +125,13 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
             "trained_on": int(record.trained_on.sum()), "scored": len(record.sample_ids),
         })
     return str(path), compute
+
+
+def scoring_model_task_for(params: Params) -> Task:
+    """The scoring-model task as `params` trains it: probes (a linear layer on the embeddings, under a second) take no
+    `gpu` slot, which spares each of their task runs the concurrency-limit round trip to the Prefect server (up to 2 s
+    on the temporary server); CNN scoring models keep it, so `prefect concurrency-limit create gpu 1` caps them."""
+    return scoring_model_task.with_options(tags=set()) if params.scores.scorer == "probe" else scoring_model_task
 
 
 @task(name="combine-scores", cache_policy=NO_CACHE)

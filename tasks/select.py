@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for
 from tasks.increment import keep_copy
-from tasks.scores import read_record, scoring_model_task
+from tasks.scores import read_record, scoring_model_task_for
 from tasks.tracking import Tracker
 from unseen.checks import label_issues_input, scores_input
 from unseen.features import read_features
@@ -105,7 +105,7 @@ def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float
     joined, records, compute, metrics = None, [], 0.0, {}
     for step in range(1, params.select.selection_steps + 1):
         if step > 1:
-            path, seconds = run(scoring_model_task, params, tracker, ScoringModel("step", step - 1), joined >= 1)
+            path, seconds = run(scoring_model_task_for(params), params, tracker, ScoringModel("step", step - 1), joined >= 1)
             records.append(path)
             compute += seconds
         seconds, metrics, joined = run(select_task, params, tracker, step, joined, records)

@@ -253,9 +253,13 @@ def test_every_task_that_uses_the_device_carries_the_gpu_tag():
     """`prefect concurrency-limit create gpu 1` then caps them on a shared Prefect server (README, Devices)."""
     from tasks.features import features_task
     from tasks.retrain import retrain_task
-    from tasks.scores import combine_scores_task, scoring_model_task
+    from tasks.scores import combine_scores_task, scoring_model_task, scoring_model_task_for
     from tasks.select import select_task
 
     assert all("gpu" in task.tags for task in (features_task, scoring_model_task, retrain_task))
+    from unseen.config import Params
+
+    cnn, probe = (scoring_model_task_for(Params(scores={"scorer": scorer})) for scorer in ("cnn", "probe"))
+    assert "gpu" in cnn.tags and not probe.tags and probe.fn is scoring_model_task.fn  # probes: under a second, no slot
     # CPU only; select waits on its step tasks, so holding a gpu slot there would deadlock a limit of 1
     assert "gpu" not in combine_scores_task.tags and "gpu" not in select_task.tags
