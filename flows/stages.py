@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from prefect import get_run_logger, unmapped
 
-from tasks.common import dataset_for, with_retries
+from tasks.common import GPU_TAG, dataset_for, with_retries
 from tasks.increment import increment_plan
 from tasks.features import features_task
 from tasks.retrain import metrics_task, register_task, retrain_task
@@ -53,7 +53,7 @@ def select_stage(params: Params, tracker: Tracker) -> StageReport:
     """Selection steps in this flow; with `select.steps > 1`, each step's scoring model on a (GPU) worker between them."""
 
     def run(task, *args):
-        if "gpu" in task.tags:
+        if GPU_TAG in task.tags:
             return submit_on_workers(with_retries(params, task), *args).result()
         return with_retries(params, task)(*args)
 

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from benchmarks.sweep import FULL, FULL_LONG, Cell, cached_cell_result
-from tasks.common import dataset_for
+from tasks.common import GPU_TAG, dataset_for
 from tasks.runners import set_torch_threads
 from tasks.select import select_steps
 from tasks.tracking import Tracker
@@ -35,7 +35,7 @@ def _link_shared_tables(seed_outputs: Path, params: Params) -> None:
             os.link(seed_outputs / name, tmp)
 
 
-@task(name="bench-cell", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="bench-cell", cache_policy=NO_CACHE, tags=[GPU_TAG])
 def cell_task(params: Params, cell: Cell, group: str, result_path: str, seed_outputs: str, tracker: Tracker) -> dict:
     """Select one cell's coreset (the select stage's tasks, run in place: a cell holds a worker slot, so it never
     waits on another task), retrain, evaluate. The full-data cell trains on the whole pool."""

@@ -10,6 +10,8 @@ from typing import TypeVar
 
 import torch
 from prefect import Task, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL
 
 from tasks.tracking import Tracker
 from unseen.config import DataParams, InputError, Params
@@ -17,6 +19,8 @@ from unseen.data import ImageDataset, load_dataset
 from unseen.models import Classifier
 from unseen.training import EpochCallback
 
+GPU_TAG = "gpu"
+"""The tag of the tasks that train or infer on the device: `prefect concurrency-limit create gpu 1` caps them."""
 _DATA_LOCK = threading.Lock()
 Result = TypeVar("Result")
 
@@ -37,10 +41,30 @@ def _retry_unless_input_error(task: Task, task_run, state) -> bool:
 
 
 def with_retries(params: Params, task: Task) -> Task:
-    """The task with `orchestration.retries` and `retry_delay_seconds` from params; input errors fail at once."""
+    """The task with `orchestration.retries` and `retry_delay_seconds` from params; input errors fail at once. Inside
+    a flow run on a Prefect server without a `gpu` concurrency limit, the task also drops its `gpu` tag: every tagged
+    task run asks the server for a slot, which stalled tasks by 2-4 s on the temporary server, for nothing."""
+    tags = task.tags
+    if GPU_TAG in tags and FlowRunContext.get() is not None and not gpu_limit_exists(PREFECT_API_URL.value()):
+        tags = tags - {GPU_TAG}
     return task.with_options(
-        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds, retry_condition_fn=_retry_unless_input_error
+        retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds,
+        retry_condition_fn=_retry_unless_input_error, tags=tags,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_limit_exists(api_url: str | None) -> bool:
+    """Whether the Prefect server at `api_url` holds a concurrency limit on the `gpu` tag (asked once per process)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_concurrency_limit_by_tag(GPU_TAG)
+        except ObjectNotFound:
+            return False
+    return True
 
 
 def epoch_logger(tracker: Tracker, run_id: str, label: str, total: int) -> EpochCallback:

@@ -10,7 +10,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
+from tasks.common import GPU_TAG, dataset_for, epoch_logger, shrinking_on_oom
 from tasks.increment import features_folder, increment_plan, keep_copy
 from tasks.tracking import Tracker
 from unseen.config import Params
@@ -19,7 +19,7 @@ from unseen.tables import FEATURES, SKIPPED_IMAGES, write_table
 from unseen.training import pick_device
 
 
-@task(name="features", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="features", cache_policy=NO_CACHE, tags=[GPU_TAG])
 def features_task(params: Params, tracker: Tracker) -> float:
     """Extract the embeddings (retrying with smaller batches when out of memory); returns the compute seconds."""
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
+from tasks.common import GPU_TAG, dataset_for, epoch_logger, shrinking_on_oom
 from tasks.lineage import file_md5, git_commit
 from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
@@ -20,7 +20,7 @@ from unseen.models import PixelClassifier, load_model, save_model
 from unseen.retrain import train_and_test
 
 
-@task(name="retrain", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="retrain", cache_policy=NO_CACHE, tags=[GPU_TAG])
 def retrain_task(params: Params, tracker: Tracker, subset: str) -> dict[str, float | str]:
     """Train the target model from scratch on the coreset ('coreset') or on the same-size random subset ('random')."""
     set_torch_threads(params.orchestration)

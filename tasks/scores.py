@@ -11,7 +11,7 @@ import numpy as np
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import dataset_for, epoch_logger, shrinking_on_oom
+from tasks.common import GPU_TAG, dataset_for, epoch_logger, shrinking_on_oom
 from tasks.increment import cache_folder, increment_plan, keep_copy, publish_state, scores_folder, snapshot_ids
 from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
@@ -86,7 +86,7 @@ def _extended_record(params: Params, dataset: ImageDataset, model: ScoringModel,
     return extend_record(base, snapshot_ids(state.features_folder)[0], dataset.train.sample_ids, positions, dataset.train.labels.numpy(), logits, norms)
 
 
-@task(name="scoring-model", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="scoring-model", cache_policy=NO_CACHE, tags=[GPU_TAG])
 def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, kept: np.ndarray | None = None) -> tuple[str, float]:
     """Train one scoring model unless its record is cached: a fold or seen model of the scores stage, or a step model
     of multi-step selection (trained on `kept`). On a grown collection a fold model of an earlier run scores the new

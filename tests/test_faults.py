@@ -263,3 +263,29 @@ def test_every_task_that_uses_the_device_carries_the_gpu_tag():
     assert "gpu" in cnn.tags and not probe.tags and probe.fn is scoring_model_task.fn  # probes: under a second, no slot
     # CPU only; select waits on its step tasks, so holding a gpu slot there would deadlock a limit of 1
     assert "gpu" not in combine_scores_task.tags and "gpu" not in select_task.tags
+
+
+def test_tasks_ask_for_a_gpu_slot_only_where_a_gpu_limit_exists(prefect_api):
+    """Each run of a gpu-tagged task asks the server for a slot; with no `gpu` limit there, the tag is dropped."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from tasks.common import gpu_limit_exists, with_retries
+    from tasks.features import features_task
+    from unseen.config import Params
+
+    @flow
+    def tags_in_a_flow() -> set[str]:
+        return set(with_retries(Params(), features_task).tags)
+
+    gpu_limit_exists.cache_clear()
+    assert tags_in_a_flow() == set()
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
+        try:
+            gpu_limit_exists.cache_clear()
+            assert tags_in_a_flow() == {"gpu"}
+        finally:
+            client.delete_concurrency_limit_by_tag("gpu")
+            gpu_limit_exists.cache_clear()
+    assert set(with_retries(Params(), features_task).tags) == {"gpu"}  # outside a flow run: as declared
