@@ -63,13 +63,14 @@ def select_stage(params: Params, tracker: Tracker) -> StageReport:
 
 
 def retrain_stage(params: Params, tracker: Tracker) -> StageReport:
-    """The coreset and random-subset models as two mapped tasks; the coreset model is registered while the other trains."""
+    """The coreset and random-subset models as two mapped tasks, then the coreset model registered. Not while the
+    random model trains: exporting the model beside it made that model's accuracy differ from run to run."""
     coreset_run, random_run = map_on_workers(with_retries(params, retrain_task), unmapped(params), unmapped(tracker), ["coreset", "random"])
-    coreset = coreset_run.result()
+    coreset, random = coreset_run.result(), random_run.result()
     version = with_retries(params, register_task)(params, tracker, coreset["run_id"])
-    metrics = with_retries(params, metrics_task)(params, tracker, coreset, random_run.result())
+    metrics = with_retries(params, metrics_task)(params, tracker, coreset, random)
     outputs = [str(params.output("model.pt")), str(params.output("metrics.json"))]
-    compute = coreset["compute_seconds"] + random_run.result()["compute_seconds"]
+    compute = coreset["compute_seconds"] + random["compute_seconds"]
     return StageReport("retrain", outputs, compute_seconds=compute, metrics={**metrics, "model_version": version})
 
 
