@@ -76,41 +76,10 @@ def _flow_with_runner(flow, params):
     return flow.with_options(task_runner=task_runner(params.orchestration))
 
 
-def _time_outside_compute(result: dict, wall: float) -> dict[str, float]:
-    """Where a run's seconds outside the stages' own compute went: what the summary prints and run_report.json keeps."""
-    compute = sum(report.compute_seconds for report in result["stages"])
-    in_stages = sum(report.wall_seconds for report in result["stages"])
-    lineage = result.get("lineage_seconds", 0.0)
-    return {
-        "startup_and_shutdown": wall - result["flow_seconds"],
-        "tracking_setup_and_flow": result["flow_seconds"] - in_stages - lineage,
-        "tasks_tracking_and_io": in_stages - compute,
-        "dvc_lineage": lineage,
-    }
-
-
-def _write_report(result: dict, wall: float) -> None:
-    """outputs/run_report.json: the stage times and metrics of this run, for benchmarks and users' scripts."""
-    from dataclasses import asdict
-
-    from unseen.io import write_json
-
-    params = result["params"]
-    report = {
-        "run_id": result["run_id"],
-        "process_seconds": wall,
-        "flow_seconds": result["flow_seconds"],
-        "lineage_seconds": result.get("lineage_seconds", 0.0),
-        "outside_compute_seconds": _time_outside_compute(result, wall),
-        "stages": [asdict(stage) for stage in result["stages"]],
-        "lineage": result.get("lineage"),
-        "params_hash": params.run_hash(),
-    }
-    write_json(params.output("run_report.json"), report)
-
-
 def _print_summary(result: dict, wall: float) -> None:
-    _write_report(result, wall)
+    from flows.summary import change_lines, result_lines, run_link, time_outside_compute, write_run_report
+
+    write_run_report(result, wall)
     params = result["params"]
     table = Table(title="stages", show_edge=False)
     for column in ("stage", "wall s", "compute s", "outputs"):
@@ -118,13 +87,11 @@ def _print_summary(result: dict, wall: float) -> None:
     for report in result["stages"]:
         table.add_row(report.name, f"{report.wall_seconds:.1f}", f"{report.compute_seconds:.1f}", ", ".join(report.outputs))
     console.print(table)
-    from flows.summary import change_lines, result_lines, run_link
-
     metrics = {k: v for report in result["stages"] for k, v in report.metrics.items()}
     for line in result_lines(params, metrics) + change_lines(result["stages"]):
         console.print(line)
     compute = sum(report.compute_seconds for report in result["stages"])
-    outside = _time_outside_compute(result, wall)
+    outside = time_outside_compute(result, wall)
     console.print(
         f"wall time {wall:.1f} s, stages' own compute {compute:.1f} s, the rest {wall - compute:.1f} s "
         f"({100 * (wall - compute) / max(wall, 1e-9):.1f}%): start-up and shut-down (imports, Prefect server) {outside['startup_and_shutdown']:.1f} s, "

@@ -1,11 +1,14 @@
 """What a finished run shows its users, in one wording everywhere: printed in the terminal, written as the MLflow
-run's description, and published as Prefect artifacts on the flow run page (also for scheduled runs)."""
+run's description, and published as Prefect artifacts on the flow run page (also for scheduled runs); and
+outputs/run_report.json, the same times for scripts."""
 
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 
 from unseen.config import Params
+from unseen.io import write_json
 
 SEED_NOISE_TIERS = ("full", "scorers", "cpu", "noise")
 """Benchmark tiers whose results tables the run summary reads for the seed std, first found first."""
@@ -97,3 +100,32 @@ def publish_run(params: Params, tracker, reports: list) -> str:
         rows = list(csv.DictReader(handle))
     create_table_artifact(rows, key="class-budgets", description="per class: pool, kept, label issues cut")
     return markdown
+
+
+def time_outside_compute(result: dict, wall: float) -> dict[str, float]:
+    """Where a run's seconds outside the stages' own compute went: what the summary prints and run_report.json keeps."""
+    compute = sum(report.compute_seconds for report in result["stages"])
+    in_stages = sum(report.wall_seconds for report in result["stages"])
+    lineage = result.get("lineage_seconds", 0.0)
+    return {
+        "startup_and_shutdown": wall - result["flow_seconds"],
+        "tracking_setup_and_flow": result["flow_seconds"] - in_stages - lineage,
+        "tasks_tracking_and_io": in_stages - compute,
+        "dvc_lineage": lineage,
+    }
+
+
+def write_run_report(result: dict, wall: float) -> None:
+    """outputs/run_report.json: the stage times and metrics of this run, for benchmarks and users' scripts."""
+    params = result["params"]
+    report = {
+        "run_id": result["run_id"],
+        "process_seconds": wall,
+        "flow_seconds": result["flow_seconds"],
+        "lineage_seconds": result.get("lineage_seconds", 0.0),
+        "outside_compute_seconds": time_outside_compute(result, wall),
+        "stages": [asdict(stage) for stage in result["stages"]],
+        "lineage": result.get("lineage"),
+        "params_hash": params.run_hash(),
+    }
+    write_json(params.output("run_report.json"), report)
