@@ -45,7 +45,8 @@ def with_retries(params: Params, task: Task) -> Task:
     a flow run on a Prefect server without a `gpu` concurrency limit, the task also drops its `gpu` tag: every tagged
     task run asks the server for a slot, which stalled tasks by 2-4 s on the temporary server, for nothing."""
     tags = task.tags
-    if GPU_TAG in tags and FlowRunContext.get() is not None and not gpu_limit_exists(PREFECT_API_URL.value()):
+    context = FlowRunContext.get()
+    if GPU_TAG in tags and context is not None and not gpu_limit_exists(PREFECT_API_URL.value(), str(context.flow_run.id)):
         tags = tags - {GPU_TAG}
     return task.with_options(
         retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds,
@@ -53,9 +54,10 @@ def with_retries(params: Params, task: Task) -> Task:
     )
 
 
-@functools.lru_cache(maxsize=None)
-def gpu_limit_exists(api_url: str | None) -> bool:
-    """Whether the Prefect server at `api_url` holds a concurrency limit on the `gpu` tag (asked once per process)."""
+@functools.lru_cache(maxsize=16)
+def gpu_limit_exists(api_url: str | None, flow_run_id: str) -> bool:
+    """Whether the Prefect server at `api_url` holds a concurrency limit on the `gpu` tag: asked once per flow run, so
+    a long-lived process (a served schedule) sees a limit created between its runs."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 

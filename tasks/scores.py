@@ -129,8 +129,8 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
 
 def scoring_model_task_for(params: Params) -> Task:
     """The scoring-model task as `params` trains it: probes (a linear layer on the embeddings, under a second) take no
-    `gpu` slot, which spares each of their task runs the concurrency-limit round trip to the Prefect server (up to 2 s
-    on the temporary server); CNN scoring models keep it, so `prefect concurrency-limit create gpu 1` caps them."""
+    `gpu` slot, so under `prefect concurrency-limit create gpu 1` they never queue behind a retrain, and a select
+    stage runs its step probes in place; CNN scoring models keep the tag, so the limit caps them."""
     return scoring_model_task.with_options(tags=set()) if params.scores.scorer == "probe" else scoring_model_task
 
 
