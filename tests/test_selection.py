@@ -198,6 +198,29 @@ def test_flagged_label_issues_are_never_kept_while_budgets_hold():
     assert tight.selected.sum() == 590 and (tight.selected & flagged).sum() == 590 - (~flagged).sum()
 
 
+def test_label_issues_as_a_stratum_take_an_equal_share():
+    # one class: 16 samples in [0, 0.5), 4 in [0.5, 1] (the two strata of the unflagged range) and 10 flagged at 2.0
+    scores = np.concatenate([np.linspace(0, 0.45, 16), np.linspace(0.5, 1.0, 4), np.full(10, 2.0)])
+    flagged = np.arange(30) >= 20
+    labels = np.zeros(30, dtype=np.int64)
+    features = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    terms = dict(adaptive=False, alignment_weight=0.0, diversity_weight=0.0, coverage_strata=2, class_budgets="proportional")
+    apart = UnseenObjective(**terms, label_issues="stratum")
+    # smallest stratum first, each an equal share of what is left: [0.5, 1] 4, the flagged 8 // 2 = 4, [0, 0.5) 4
+    kept = select_coreset(scores, features, labels, 12, objective=apart, flagged=flagged).selected
+    assert [kept[:16].sum(), kept[16:20].sum(), kept[20:].sum()] == [4, 4, 4]
+    # a budget of 24: 4, then 20 // 2 = 10 flagged (all of them) and 10 of the easy stratum
+    kept = select_coreset(scores, features, labels, 24, objective=apart, flagged=flagged).selected
+    assert [kept[:16].sum(), kept[16:20].sum(), kept[20:].sum()] == [10, 4, 10]
+    # cut: none of them, the budget to the two strata
+    cut = select_coreset(scores, features, labels, 12, objective=UnseenObjective(**terms), flagged=flagged)
+    assert [cut.selected[:16].sum(), cut.selected[16:20].sum(), cut.selected[20:].sum()] == [8, 4, 0]
+    assert not cut.selected[20:].any() and cut.cut_as_hardest[20:].all()
+    assert UnseenObjective.from_params(SelectParams(label_issues="stratum")).label_issues == "stratum"
+    with pytest.raises(ValueError, match="coverage_strata"):
+        SelectParams(label_issues="stratum", coverage_strata=0)
+
+
 def test_coverage_strata_spread_each_region_over_the_difficulty_range():
     scores, features, labels = _toy(n=2000, classes=2)
     plain = select_coreset(scores, features, labels, 400, objective=UnseenObjective(regions_per_class=2, adaptive=False, coverage_strata=0))

@@ -185,6 +185,7 @@ class SelectParams(Section):
     score: str = "el2n_unseen"
     hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
     label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
+    label_issues: Literal["cut", "stratum"] = "cut"  # UNSEEN with auto: cut the flagged samples, or keep them as one more coverage stratum
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
@@ -208,6 +209,12 @@ class SelectParams(Section):
         if not re.fullmatch(r"[a-z][a-z0-9_]*_(unseen|seen)", value):
             raise ValueError(f"{value!r} is not a score column; use <score>_unseen or <score>_seen, e.g. el2n_unseen")
         return value
+
+    @model_validator(mode="after")
+    def _label_issue_stratum_needs_strata(self) -> "SelectParams":
+        if self.label_issues == "stratum" and self.method == "unseen" and not self.coverage_strata:
+            raise ValueError("select.label_issues 'stratum' keeps the label issues as one more coverage stratum: set select.coverage_strata > 0, or label_issues: cut")
+        return self
 
     @property
     def selection_steps(self) -> int:

@@ -49,6 +49,7 @@ class UnseenObjective:
     difficulty_power: float = 1.0
     density_power: float = 1.0
     hard_cutoff: float = 0.0
+    label_issues: Literal["cut", "stratum"] = "cut"  # the flagged samples: never kept, or one more coverage stratum of each class
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
     coverage_range: Literal["class", "dataset"] = "class"  # the range the strata split: each class's own, or the whole data set's (CCS's)
@@ -68,6 +69,7 @@ class UnseenObjective:
             difficulty_power=select.difficulty_power,
             density_power=select.density_power,
             hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
+            label_issues=select.label_issues,
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
             coverage_range=select.coverage_range,
@@ -133,9 +135,13 @@ def select_coreset(
     pool_features: (M, D) unlabeled samples (e.g. test images, new data) whose distribution the coreset
     should also match; each joins the target of the class whose centre is nearest.
     already_selected: (N,) bool, samples kept by earlier steps (multi-step UNSEEN); they count to the budget.
-    flagged: (N,) bool, likely label errors, never kept (after the hard cutoff, as long as each class can fill its budget).
+    flagged: (N,) bool, likely label errors: never kept (after the hard cutoff, as long as each class can fill its budget),
+    or with `objective.label_issues` "stratum" one more coverage stratum of each class, kept at an equal share like the
+    others: most of them when pruning little, few when they are many or the budget is small.
     """
     n = len(labels)
+    if objective.label_issues == "stratum" and not objective.coverage_strata:
+        raise ValueError("label_issues 'stratum' keeps the label issues as one more coverage stratum: set coverage_strata > 0")
     if scores.shape != (n,) or features.shape[0] != n:
         raise ValueError(f"scores {scores.shape}, features {features.shape} and labels ({n},) must describe the same samples")
     num_classes = int(num_classes or labels.max() + 1)
@@ -144,7 +150,7 @@ def select_coreset(
     z, z_pool = np.split(kernel_features(both, objective.fourier_dim, rng), [n])
     preselected = np.zeros(n, dtype=bool) if already_selected is None else already_selected.astype(bool)
     kept_before = np.bincount(labels[preselected], minlength=num_classes)
-    budgets = _class_budgets(scores, labels, budget, num_classes, objective, kept_before, flagged)
+    budgets = _class_budgets(scores, labels, budget, num_classes, objective, kept_before, None if objective.label_issues == "stratum" else flagged)
     if (kept_before > budgets).any():
         raise ValueError("already_selected holds more samples of a class than its budget")
     pool_class = _nearest_class(pool_features, features, labels, num_classes)
@@ -205,12 +211,16 @@ def _dataset_strata(scores: np.ndarray, flagged: np.ndarray | None, objective: U
 
 def _coverage_cells(
     scores: np.ndarray, region: np.ndarray, eligible: np.ndarray, quotas: np.ndarray, strata: int, stratum: np.ndarray | None,
-    tilt: float,
+    tilt: float, apart: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Region x difficulty-stratum cells and their quotas: each region's quota is spread over equal-width strata of the
     class's held-out difficulty range (or the given data-set-wide `stratum`), sparse strata kept whole first (CCS's
-    coverage, inside every region; `tilt` > 0 leans the shares toward the populous strata, see `stratified_quotas`)."""
-    stratum = score_strata(scores, eligible, strata) if stratum is None else stratum
+    coverage, inside every region; `tilt` > 0 leans the shares toward the populous strata, see `stratified_quotas`).
+    The `apart` rows (label issues kept as a stratum) form one more stratum, outside the range the others split."""
+    ranged = eligible if apart is None or not (eligible & ~apart).any() else eligible & ~apart
+    stratum = score_strata(scores, ranged, strata) if stratum is None else stratum
+    if apart is not None:
+        stratum, strata = np.where(apart, strata, stratum), strata + 1
     cell = region * strata + stratum
     cell_quotas = np.zeros(len(quotas) * strata, dtype=np.int64)
     for r, quota in enumerate(quotas):
@@ -224,14 +234,15 @@ def _select_class(
     stratum: np.ndarray | None, objective: UnseenObjective, seed: int,
 ) -> dict[str, np.ndarray]:
     """One class: hard cut, regions and their budgets, then the greedy picks inside them (after the fixed ones)."""
-    cut = hardest_cut(scores, objective.hard_cutoff, keep, flagged) & ~fixed
+    apart = flagged if objective.label_issues == "stratum" else None
+    cut = hardest_cut(scores, objective.hard_cutoff, keep, None if apart is not None else flagged) & ~fixed
     eligible = ~cut
     rank = difficulty_rank(scores)
     region = _regions(z, objective.regions_per_class, seed)
     quotas = region_budgets(z, rank, region, eligible, keep, objective)
     unit, unit_quotas = region, quotas
     if objective.coverage_strata:
-        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata, stratum, objective.coverage_tilt)
+        unit, unit_quotas = _coverage_cells(scores, region, eligible, quotas, objective.coverage_strata, stratum, objective.coverage_tilt, apart)
     quotas_left = unit_quotas - np.bincount(unit[fixed], minlength=len(unit_quotas))
     quotas_left = rebalance(quotas_left, np.bincount(unit[eligible & ~fixed], minlength=len(unit_quotas)), keep - int(fixed.sum()))
     target_rows = z if z_pool is None else np.concatenate([z, z_pool])
