@@ -28,7 +28,7 @@ def main() -> None:
     if scores.column("sample_id").to_pylist() != coreset.column("sample_id").to_pylist():
         raise SystemExit("outputs/scores.parquet and outputs/coreset.parquet hold different samples: run `make run` again")
     labels = scores.column("label").to_numpy().astype(np.int64)
-    columns = {name: scores.column(name).to_numpy() for name in scores.column_names if name.startswith(("el2n", "label_issue", "loss"))}
+    columns = {name: scores.column(name).to_numpy() for name in scores.column_names if name.startswith(("el2n", "label_issue", "label_rank", "loss"))}
     difficulty = scores.column(params.select.score).to_numpy()
     unseen = coreset.column("selected").to_numpy(zero_copy_only=False)
     ccs = select(
@@ -36,7 +36,7 @@ def main() -> None:
         num_classes=int(labels.max()) + 1, seed=params.seed,
     ).selected
     decile = np.searchsorted(np.quantile(difficulty, np.linspace(0, 1, 11)[1:-1]), difficulty, side="right")
-    flagged = label_issue_flags(columns, params.select.score, params.select.label_issue_max_probability)
+    flagged = label_issue_flags(columns, params.select.score, params.select.label_issue_max_probability, params.select.label_issue_min_rank)
     result = {
         "command": "python benchmarks/coverage.py",
         "machine": machine(),

@@ -1,7 +1,8 @@
 """How well the label-issue cut tells flipped labels from ambiguous true ones, on one seed of a sweep whose scores exist
 (`unseen bench` has run it): how many samples `label_issue` flags, how many of them are flipped (label-noise sweeps
 keep the flipped ids), the held-out probability of the given label (exp(-loss)) among the flagged flipped and the
-flagged true ones, and what each `select.label_issue_max_probability` would still cut of both.
+flagged true ones, what each `select.label_issue_max_probability` would still cut of both, and, where the sweep
+computes `label_rank`, how many of the default's cut have their label ranked second by the held-out models.
 Usage: .venv/bin/python benchmarks/label_issues.py --config benchmarks/pilot_power_noise.yaml --seed 100
 Writes benchmarks/results/<sweep>_label_issues_s<seed>.json.
 """
@@ -51,7 +52,8 @@ def main() -> None:
     names = (f"label_issue_{variant}", f"loss_{variant}")
     if missing := [name for name in names if name not in table.column_names]:
         raise SystemExit(f"{path}: no column {missing[0]!r}; the sweep's scores.scores must hold label_issue and loss")
-    columns = {name: table.column(name).to_numpy() for name in names}
+    rank_column = f"label_rank_{variant}"
+    columns = {name: table.column(name).to_numpy() for name in (*names, *([rank_column] if rank_column in table.column_names else []))}
     flagged = label_issue_flags(columns, params.select.score)
     probability = np.exp(-columns[f"loss_{variant}"])
     order = positions_of(dataset.train.sample_ids, table.column("sample_id").to_numpy(), str(path))
@@ -69,6 +71,9 @@ def main() -> None:
         },
         "cut_by_max_probability": {str(limit): _cut(label_issue_flags(columns, params.select.score, limit), flipped) for limit in LIMITS},
     }
+    if rank_column in columns:
+        cut = label_issue_flags(columns, params.select.score, params.select.label_issue_max_probability)
+        result["cut_by_label_rank"] = {"2": _cut(cut & (columns[rank_column] < 3), flipped), "3 or lower": _cut(cut & (columns[rank_column] >= 3), flipped)}
     out = sweep.results_file(f"label_issues_s{args.seed}.json")
     write_json(out, result)
     print(json.dumps(result, indent=2))

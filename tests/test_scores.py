@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from unseen.config import DataParams, ScoresParams, TrainRecipe
+from unseen.config import DataParams, ScoresParams, SelectParams, TrainRecipe
 from unseen.data import load_dataset
 from unseen.scores import SCORES, ModelRecord, ScoreError, ScoringModel, combine_records, difficulty, register_score, resolve_score, scoring_models, stratified_folds, train_scoring_model
-from unseen.scores.functions import aum, el2n, entropy, forgetting, grand, loss, margin
+from unseen.scores.functions import aum, el2n, entropy, forgetting, grand, label_issue_flags, label_rank, loss, margin
 
 # two samples, two epochs, three classes; labels 0 and 2
 LOGITS = np.array(
@@ -49,6 +49,18 @@ def test_aum_averages_margins_and_is_negative_for_a_mislabel():
     np.testing.assert_allclose(aum(PROBS, LOGITS, LABELS), [0.0, 0.0])
     always_wrong = np.array([[[0.0, 2.0]], [[0.0, 3.0]]])
     assert aum(None, always_wrong, np.array([0]))[0] == pytest.approx(-2.5)
+
+
+def test_label_rank_and_the_flags_it_limits():
+    # mean probabilities over the two epochs: sample 0 (label 0) (0.5, 0.3, 0.2) -> rank 1; sample 1 (label 2)
+    # (0.1, 0.6, 0.3) -> rank 2; sample 2 (label 0) (0.1, 0.2, 0.7) -> rank 3
+    probs = np.array([[[0.6, 0.3, 0.1], [0.1, 0.5, 0.4], [0.1, 0.1, 0.8]], [[0.4, 0.3, 0.3], [0.1, 0.7, 0.2], [0.1, 0.3, 0.6]]])
+    ranks = label_rank(probs, None, np.array([0, 2, 0]))
+    np.testing.assert_array_equal(ranks, [1.0, 2.0, 3.0])
+    columns = {"label_issue_unseen": np.array([1.0, 1.0, 1.0]), "loss_unseen": np.array([0.1, 3.0, 3.0]), "label_rank_unseen": ranks}
+    assert list(label_issue_flags(columns, "el2n_unseen")) == [True, True, True]
+    assert list(label_issue_flags(columns, "el2n_unseen", max_probability=0.1)) == [False, True, True]  # exp(-3) < 0.1
+    assert list(label_issue_flags(columns, "el2n_unseen", max_probability=0.1, min_rank=3)) == [False, False, True]
 
 
 def test_forgetting_counts_transitions_and_ranks_never_learned_highest():
@@ -248,7 +260,7 @@ def test_probe_scores_from_embeddings_are_held_out_deterministic_and_find_flippe
         np.testing.assert_array_equal(values, again.columns[name], err_msg=name)
     assert set(table.folds[:, 0]) == {0, 1, 2} and {"el2n_unseen_std", "aum_seen", "forgetting_unseen", "label_issue_unseen"} <= set(table.columns)
     assert roc_auc_score(flipped, table.columns["el2n_unseen"]) > 0.9
-    assert table.label_issues("el2n_unseen")[flipped].mean() > 0.6
+    assert table.label_issues(SelectParams(label_issue_max_probability=None))[flipped].mean() > 0.6
     record = probe_record(x, labels, np.arange(len(x)), ScoringModel("unseen", 0, 1), params, num_classes=3, seed=0, device=torch.device("cpu"))
     assert not record.trained_on[record.sample_ids].any() and record.logits.shape == (3, len(record.sample_ids), 3)
     with pytest.raises(ValueError, match="one embedding row per train sample"):

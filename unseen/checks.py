@@ -66,12 +66,12 @@ def label_issues_input(params: Params, dataset: ImageDataset) -> np.ndarray | No
     path = params.output("scores.parquet")
     table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))
     variant = params.select.score.rpartition("_")[2]
-    limit = params.select.label_issue_max_probability
-    columns = [f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else [])]
+    limit, rank = params.select.label_issue_max_probability, params.select.label_issue_min_rank
+    columns = [f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else []), *([f"label_rank_{variant}"] if rank is not None else [])]
     for column in columns:
         if column not in table.column_names:
             raise TableError(f"{path}: no column {column!r}; add {column.rpartition('_')[0]} to scores.scores and {SCORES.rerun}")
-    return label_issue_flags({column: table.column(column).to_numpy() for column in columns}, params.select.score, limit)
+    return label_issue_flags({column: table.column(column).to_numpy() for column in columns}, params.select.score, limit, rank)
 
 
 def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:

@@ -185,6 +185,7 @@ class SelectParams(Section):
     score: str = "el2n_unseen"
     hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
     label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
+    label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
     label_issues: Literal["cut", "stratum"] = "cut"  # UNSEEN with auto: cut the flagged samples, or keep them as one more coverage stratum
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
@@ -270,6 +271,11 @@ class Params(Section):
             raise ValueError(
                 "select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to "
                 "scores.scores, or set select.label_issue_max_probability to null (every flagged sample cut)"
+            )
+        if self.select.hard_cutoff == "auto" and self.select.label_issue_min_rank is not None and "label_rank" not in self.scores.score_names:
+            raise ValueError(
+                "select.label_issue_min_rank reads the rank of the label from the label_rank score: add label_rank to "
+                "scores.scores, or set select.label_issue_min_rank to null (any rank cut)"
             )
         return self
 

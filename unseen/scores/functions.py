@@ -143,6 +143,13 @@ def forgetting(probs, logits, labels):
     return np.where(correct.any(axis=0), events, float(len(correct)))
 
 
+def label_rank(probs, logits, labels):
+    """The rank of the label among the classes by the window's mean probability: 1 = the model's choice, 2 = its runner-up.
+    A flipped label is mostly a class the image does not resemble; an ambiguous image's true label is mostly second."""
+    mean_probs = probs.mean(axis=0)
+    return 1.0 + (mean_probs > _true_class(mean_probs[None], labels)[0][:, None]).sum(axis=1)
+
+
 def label_issue(probs, logits, labels):
     """1 where confident learning (Northcutt et al. 2021; cleanlab's `find_label_issues`) finds the label likely wrong
     from the window's mean probabilities, else 0. Out-of-sample probabilities (held-out records) are what it needs;
@@ -169,19 +176,25 @@ for _fn, _harder, _ref in (
     (margin, False, ""),
     (forgetting, True, "Toneva et al. 2019"),
     (aum, False, "Pleiss et al. 2020"),
+    (label_rank, True, ""),
 ):
     register_score(_fn.__name__, _fn, higher_is_harder=_harder, reference=_ref)
 register_score("label_issue", label_issue, reference="Northcutt et al. 2021 (cleanlab)", per_sample=False)
 
 
-def label_issue_flags(columns: dict[str, np.ndarray], score_column: str, max_probability: float | None = None) -> np.ndarray:
+def label_issue_flags(
+    columns: dict[str, np.ndarray], score_column: str, max_probability: float | None = None, min_rank: float | None = None,
+) -> np.ndarray:
     """The samples most repeats flag as label issues, in the variant (held out or seen) of `score_column`; with
     `max_probability`, only those whose label the models give less than that probability (exp(-loss), the geometric
-    mean over the score window): a flipped label gets almost none, an ambiguous true one a fair share."""
+    mean over the score window): a flipped label gets almost none, an ambiguous true one a fair share; with `min_rank`,
+    only those whose label the models rank at least that low (`label_rank`; 3: not even their runner-up)."""
     variant = score_column.rpartition("_")[2]
     flags = columns[f"label_issue_{variant}"] >= 0.5
     if max_probability is not None:
         flags &= np.exp(-columns[f"loss_{variant}"]) < max_probability
+    if min_rank is not None:
+        flags &= columns[f"label_rank_{variant}"] >= min_rank
     return flags
 
 

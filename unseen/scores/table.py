@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from unseen.config import ScoresParams
+from unseen.config import ScoresParams, SelectParams
 from unseen.data import ImageDataset
 from unseen.scores.functions import ScoreError, difficulty, label_issue_flags, resolve_score
 from unseen.scores.records import ModelRecord, ScoringModel, probe_record, scoring_models, train_scoring_model
@@ -30,9 +30,10 @@ class ScoreTable:
         """One score column oriented so that higher = harder, whatever the score's own direction."""
         return difficulty(self.columns[column], column)
 
-    def label_issues(self, column: str, max_probability: float | None = None) -> np.ndarray:
-        """The samples flagged as label issues in `column`'s variant: what `select.hard_cutoff: auto` cuts."""
-        return label_issue_flags(self.columns, column, max_probability)
+    def label_issues(self, select: SelectParams) -> np.ndarray:
+        """The label issues that `select.hard_cutoff: auto` acts on: flagged in select.score's variant, under its
+        probability and rank limits."""
+        return label_issue_flags(self.columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
 
     def oriented(self) -> dict[str, np.ndarray]:
         """Every mean column (not the `_std` ones), oriented so that higher = harder."""
