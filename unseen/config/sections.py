@@ -262,21 +262,14 @@ class Params(Section):
             raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scores.scores {list(self.scores.score_names)}")
         if variant == "seen" and not self.scores.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
-        if self.select.hard_cutoff == "auto" and "label_issue" not in self.scores.score_names:
-            raise ValueError(
-                "select.hard_cutoff 'auto' cuts the samples that label_issue flags: add label_issue to scores.scores, "
-                "or set select.hard_cutoff to a fraction (0 cuts nothing)"
-            )
-        if self.select.hard_cutoff == "auto" and self.select.label_issue_max_probability is not None and "loss" not in self.scores.score_names:
-            raise ValueError(
-                "select.label_issue_max_probability reads the held-out probability of the label from the loss score: add loss to "
-                "scores.scores, or set select.label_issue_max_probability to null (every flagged sample cut)"
-            )
-        if self.select.hard_cutoff == "auto" and self.select.label_issue_min_rank is not None and "label_rank" not in self.scores.score_names:
-            raise ValueError(
-                "select.label_issue_min_rank reads the rank of the label from the label_rank score: add label_rank to "
-                "scores.scores, or set select.label_issue_min_rank to null (any rank cut)"
-            )
+        auto, select = self.select.hard_cutoff == "auto", self.select
+        for needed, score, what, instead in (
+            (auto, "label_issue", "select.hard_cutoff 'auto' cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
+            (auto and select.label_issue_max_probability is not None, "loss", "select.label_issue_max_probability reads the held-out probability of the label from the loss score", "set select.label_issue_max_probability to null (every flagged sample cut)"),
+            (auto and select.label_issue_min_rank is not None, "label_rank", "select.label_issue_min_rank reads the rank of the label from the label_rank score", "set select.label_issue_min_rank to null (any rank cut)"),
+        ):
+            if needed and score not in self.scores.score_names:
+                raise ValueError(f"{what}: add {score} to scores.scores, or {instead}")
         return self
 
     def output(self, *parts: str) -> Path:
