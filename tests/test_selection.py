@@ -221,6 +221,22 @@ def test_label_issues_as_a_stratum_take_an_equal_share():
         SelectParams(label_issues="stratum", coverage_strata=0)
 
 
+def test_label_issues_auto_keeps_a_few_as_a_stratum_and_cuts_many():
+    from unseen.selection import label_issue_handling
+
+    scores, features, labels = _toy(n=1000, classes=2)
+    few, many = np.arange(1000) % 50 == 0, np.arange(1000) % 5 == 0  # 2% and 20% of the samples
+    auto = UnseenObjective(label_issues="auto")
+    assert label_issue_handling(auto, few) == "stratum" and label_issue_handling(auto, many) == "cut"
+    assert label_issue_handling(UnseenObjective(label_issues="auto", coverage_strata=0), few) == "cut"  # no strata to join
+    assert label_issue_handling(UnseenObjective(label_issues="auto", label_issue_rate=0.01), few) == "cut"
+    for flagged, handling in ((few, "stratum"), (many, "cut")):
+        chosen = select_coreset(scores, features, labels, 700, objective=auto, flagged=flagged)
+        same = select_coreset(scores, features, labels, 700, objective=UnseenObjective(label_issues=handling), flagged=flagged)
+        assert (chosen.selected == same.selected).all()
+    assert (select_coreset(scores, features, labels, 700, objective=auto, flagged=few).selected & few).any()
+
+
 def test_coverage_strata_spread_each_region_over_the_difficulty_range():
     scores, features, labels = _toy(n=2000, classes=2)
     plain = select_coreset(scores, features, labels, 400, objective=UnseenObjective(regions_per_class=2, adaptive=False, coverage_strata=0))

@@ -17,7 +17,7 @@ from unseen.selection.baselines import BASELINES, CLASS_BALANCED
 from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import mmd, standardize
 from unseen.selection.multistep import StepScorer, select_multistep, select_step, step_budgets, step_difficulty
-from unseen.selection.objective import UnseenObjective, cut_flags, select_coreset
+from unseen.selection.objective import UnseenObjective, cut_flags, label_issue_handling, select_coreset
 from unseen.selection.report import class_budget_rows, coreset_diff, selection_report
 
 METHODS = ("unseen", *BASELINES)
@@ -33,6 +33,7 @@ __all__ = [
     "mmd",
     "random_baseline",
     "cut_flags",
+    "label_issue_handling",
     "select",
     "select_coreset",
     "select_multistep",

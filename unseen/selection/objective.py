@@ -19,7 +19,7 @@ because a per-sample preference for the hardest samples cost accuracy at every p
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -49,7 +49,8 @@ class UnseenObjective:
     difficulty_power: float = 1.0
     density_power: float = 1.0
     hard_cutoff: float = 0.0
-    label_issues: Literal["cut", "stratum"] = "cut"  # the flagged samples: never kept, or one more coverage stratum of each class
+    label_issues: Literal["cut", "stratum", "auto"] = "cut"  # the flagged samples: never kept, one more coverage stratum of each class, or auto
+    label_issue_rate: float = 0.05  # auto: a stratum while the flagged samples are under this share of the samples, cut above
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
     coverage_range: Literal["class", "dataset"] = "class"  # the range the strata split: each class's own, or the whole data set's (CCS's)
@@ -70,6 +71,7 @@ class UnseenObjective:
             density_power=select.density_power,
             hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
             label_issues=select.label_issues,
+            label_issue_rate=select.label_issue_rate,
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
             coverage_range=select.coverage_range,
@@ -77,6 +79,16 @@ class UnseenObjective:
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
         )
+
+
+def label_issue_handling(objective: UnseenObjective, flagged: np.ndarray | None) -> Literal["cut", "stratum"]:
+    """What the objective does with the flagged samples: `label_issues` "auto" keeps them as a stratum while they are
+    few enough to be ambiguous images of well-curated labels (under `label_issue_rate` of the samples; Northcutt et al.
+    2021 count 3.3% errors on average in ten benchmark test sets), and cuts them when there are more: label noise."""
+    if objective.label_issues != "auto":
+        return objective.label_issues
+    few = flagged is not None and len(flagged) > 0 and float(np.mean(flagged)) < objective.label_issue_rate
+    return "stratum" if few and objective.coverage_strata else "cut"
 
 
 def cut_flags(params: SelectParams, flagged: np.ndarray | None) -> np.ndarray | None:
@@ -142,6 +154,7 @@ def select_coreset(
     n = len(labels)
     if objective.label_issues == "stratum" and not objective.coverage_strata:
         raise ValueError("label_issues 'stratum' keeps the label issues as one more coverage stratum: set coverage_strata > 0")
+    objective = replace(objective, label_issues=label_issue_handling(objective, flagged))
     if scores.shape != (n,) or features.shape[0] != n:
         raise ValueError(f"scores {scores.shape}, features {features.shape} and labels ({n},) must describe the same samples")
     num_classes = int(num_classes or labels.max() + 1)

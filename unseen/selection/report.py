@@ -24,16 +24,21 @@ def mmd_to_train_and_test(
 
 
 def selection_report(
-    coreset: Coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0
+    coreset: Coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0,
+    flagged: np.ndarray | None = None, label_issues: str = "cut",
 ) -> dict:
     """Alignment diagnostics of a coreset next to the same-size random subset: MMD to the train and test
-    features, per-class counts, and the histogram of region keep ratios (how unevenly regions were pruned)."""
+    features, per-class counts, the histogram of region keep ratios (how unevenly regions were pruned), and the label
+    issues: how many were flagged, what was done with them (`label_issues`: cut or stratum) and how many were kept."""
     report: dict = {
         "coreset_size": int(coreset.selected.sum()),
         **mmd_to_train_and_test(features, test_features, {"coreset": coreset.selected, "random": random_selected}, seed=seed),
         "coreset_per_class": np.bincount(labels[coreset.selected], minlength=int(labels.max()) + 1).tolist(),
         "cut_per_class": np.bincount(labels[coreset.cut_as_hardest], minlength=int(labels.max()) + 1).tolist(),
     }
+    if flagged is not None:
+        report.update(label_issues_flagged=int(flagged.sum()), label_issues_flagged_fraction=round(float(flagged.mean()), 4),
+                      label_issues_handled_as=label_issues, label_issues_kept=int((flagged & coreset.selected).sum()))
     regions = coreset.region >= 0
     if regions.any():
         keys = labels[regions].astype(np.int64) * 65536 + coreset.region[regions]
