@@ -140,3 +140,8 @@ def test_select_stage_runs_baselines_and_multi_step_with_tracked_steps(pipeline_
     assert [run.info.run_name for run in children] == ["select/step-2"]
     report = json.loads((tmp / "outputs" / "select_report.json").read_text())
     assert {"mmd_to_train_coreset", "mmd_to_test_random", "coreset_per_class", "region_keep_ratio_histogram"} <= set(report)
+    assert report["label_issues_handled_as"] == "cut" and report["label_issues_flagged"] > 0 and report["label_issues_kept"] == 0
+    stage(name="select", params_file=str(params_file), overrides=["select.label_issues=stratum", "select.steps=1"])
+    apart = json.loads((tmp / "outputs" / "select_report.json").read_text())
+    assert apart["label_issues_handled_as"] == "stratum" and apart["label_issues_flagged"] == report["label_issues_flagged"]
+    assert 0 < apart["label_issues_kept"] <= apart["label_issues_flagged"]
