@@ -50,8 +50,13 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     """The coreset, both test accuracies, the margin next to the seed noise, and the registered model."""
     if "test_accuracy_coreset" not in metrics:
         return []
+    flagged = [] if "label_issues_flagged" not in metrics else [
+        f"label issues the held-out models find: {int(metrics['label_issues_flagged'])} ({metrics['label_issues_flagged_fraction']:.1%} of the "
+        f"train split), {int(metrics['label_issues_kept'])} of them kept (select.label_issues: {params.select.label_issues}; select_report.json)"
+    ]
     return [
         f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})",
+        *flagged,
         f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}",
         f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}",
         f"margin over random: {100 * (metrics['test_accuracy_coreset'] - metrics['test_accuracy_random']):+.2f} points; "

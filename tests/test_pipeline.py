@@ -99,7 +99,7 @@ def test_the_run_shows_its_tables_model_and_summary_in_mlflow_and_on_the_flow_ru
     (linked,) = [output.model_id for output in parent.outputs.model_outputs]  # the parent run shows the registered model
     assert linked in version.source and client.get_run(client.get_logged_model(linked).source_run_id).info.run_name == "retrain/coreset"
     summary = Artifact.get("prune-summary")
-    assert "margin over random" in summary.data and summary.flow_run_id is not None
+    assert "margin over random" in summary.data and "label issues the held-out models find" in summary.data and summary.flow_run_id is not None
     budgets = json.loads(Artifact.get("class-budgets").data)
     assert len(budgets) == 10 and sum(int(row["kept"]) for row in budgets) == 1000 and {"pool", "label_issues_cut"} <= set(budgets[0])
 
