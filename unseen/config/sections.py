@@ -186,7 +186,7 @@ class SelectParams(Section):
     hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
     label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
     label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
-    label_issues: Literal["cut", "stratum", "auto"] = "cut"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
+    label_issues: Literal["cut", "stratum", "auto"] = "auto"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
     label_issue_rate: float = Field(0.05, gt=0, le=1)  # label_issues auto: a stratum under this share of the train split, cut above
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)

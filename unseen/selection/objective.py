@@ -49,7 +49,7 @@ class UnseenObjective:
     difficulty_power: float = 1.0
     density_power: float = 1.0
     hard_cutoff: float = 0.0
-    label_issues: Literal["cut", "stratum", "auto"] = "cut"  # the flagged samples: never kept, one more coverage stratum of each class, or auto
+    label_issues: Literal["cut", "stratum", "auto"] = "auto"  # the flagged samples: never kept, one more coverage stratum of each class, or auto
     label_issue_rate: float = 0.05  # auto: a stratum while the flagged samples are under this share of the samples, cut above
     fourier_dim: int = 256
     coverage_strata: int = 50  # > 0: each region keeps samples across its held-out difficulty range, in this many strata
