@@ -52,7 +52,8 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
         return []
     flagged = [] if "label_issues_flagged" not in metrics else [
         f"label issues the held-out models find: {int(metrics['label_issues_flagged'])} ({metrics['label_issues_flagged_fraction']:.1%} of the "
-        f"train split), {int(metrics['label_issues_kept'])} of them kept (select.label_issues: {params.select.label_issues}; select_report.json)"
+        f"train split), {'one more coverage stratum' if metrics['label_issues_as_stratum'] else 'cut'}: {int(metrics['label_issues_kept'])} of "
+        f"them kept (select.label_issues: {params.select.label_issues}; select_report.json)"
     ]
     return [
         f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})",

@@ -38,7 +38,8 @@ def selection_report(
     }
     if flagged is not None:
         report.update(label_issues_flagged=int(flagged.sum()), label_issues_flagged_fraction=round(float(flagged.mean()), 4),
-                      label_issues_handled_as=label_issues, label_issues_kept=int((flagged & coreset.selected).sum()))
+                      label_issues_handled_as=label_issues, label_issues_as_stratum=int(label_issues == "stratum"),
+                      label_issues_kept=int((flagged & coreset.selected).sum()))
     regions = coreset.region >= 0
     if regions.any():
         keys = labels[regions].astype(np.int64) * 65536 + coreset.region[regions]
