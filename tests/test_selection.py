@@ -221,6 +221,22 @@ def test_label_issues_as_a_stratum_take_an_equal_share():
         SelectParams(label_issues="stratum", coverage_strata=0)
 
 
+def test_label_issues_stratum_sits_outside_the_data_sets_range_too():
+    # coverage_range dataset: the unflagged samples' range [0, 1] splits in two for both classes; the flagged (at 3.0)
+    # would otherwise stretch it so that every unflagged sample fell in the first stratum
+    scores = np.concatenate([np.linspace(0, 1, 20), np.full(4, 3.0)] * 2)
+    labels = np.repeat([0, 1], 24)
+    flagged = np.tile(np.arange(24) >= 20, 2)
+    features = np.random.default_rng(1).normal(size=(48, 4)).astype(np.float32)
+    terms = dict(adaptive=False, alignment_weight=0.0, diversity_weight=0.0, coverage_strata=2, coverage_range="dataset", class_budgets="proportional")
+    kept = select_coreset(scores, features, labels, 18, objective=UnseenObjective(**terms, label_issues="stratum"), flagged=flagged).selected
+    # per class 9 over strata of 10, 10 and 4 flagged: smallest first, 9 // 3 = 3 each (with the flagged in the range,
+    # all 20 unflagged would share the first stratum: 4 flagged, then 5 of them)
+    for c in (0, 1):
+        own = kept[labels == c]
+        assert [own[:10].sum(), own[10:20].sum(), own[20:].sum()] == [3, 3, 3]
+
+
 def test_label_issues_auto_keeps_a_few_as_a_stratum_and_cuts_many():
     from unseen.selection import label_issue_handling
 
