@@ -21,8 +21,7 @@ from unseen.config import Params
 from unseen.io import write_csv, write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
 from unseen.selection import (
-    UnseenObjective, class_budget_rows, coreset_diff, label_issue_handling, random_baseline, select, select_step, selection_report,
-    step_difficulty,
+    class_budget_rows, coreset_diff, random_baseline, select, select_step, selection_report, step_difficulty,
 )
 from unseen.tables import CORESET, CORESET_DIFF, positions_of, read_table, write_table
 
@@ -54,8 +53,7 @@ def select_task(
         if step < params.select.selection_steps:
             return time.perf_counter() - started, {}, joined
     random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
-    handling = label_issue_handling(UnseenObjective.from_params(params.select), kwargs["flagged"]) if params.select.method == "unseen" else "cut"
-    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=kwargs["flagged"], label_issues=handling)
+    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=kwargs["flagged"], select=params.select)
     compute = time.perf_counter() - started
 
     columns = coreset.table_columns(

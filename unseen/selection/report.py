@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from unseen.config import SelectParams
 from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import fourier_means, median_bandwidth
+from unseen.selection.objective import UnseenObjective, label_issue_handling
 
 
 def mmd_to_train_and_test(
@@ -25,11 +27,11 @@ def mmd_to_train_and_test(
 
 def selection_report(
     coreset: Coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0,
-    flagged: np.ndarray | None = None, label_issues: str = "cut",
+    flagged: np.ndarray | None = None, select: SelectParams | None = None,
 ) -> dict:
     """Alignment diagnostics of a coreset next to the same-size random subset: MMD to the train and test
-    features, per-class counts, the histogram of region keep ratios (how unevenly regions were pruned), and the label
-    issues: how many were flagged, what was done with them (`label_issues`: cut or stratum) and how many were kept."""
+    features, per-class counts, the histogram of region keep ratios (how unevenly regions were pruned), and the
+    `flagged` label issues: how many, what the `select` settings did with them (cut or stratum) and how many were kept."""
     report: dict = {
         "coreset_size": int(coreset.selected.sum()),
         **mmd_to_train_and_test(features, test_features, {"coreset": coreset.selected, "random": random_selected}, seed=seed),
@@ -37,6 +39,8 @@ def selection_report(
         "cut_per_class": np.bincount(labels[coreset.cut_as_hardest], minlength=int(labels.max()) + 1).tolist(),
     }
     if flagged is not None:
+        unseen = select is not None and select.method == "unseen"  # the baselines cut them
+        label_issues = label_issue_handling(UnseenObjective.from_params(select), flagged) if unseen else "cut"
         report.update(label_issues_flagged=int(flagged.sum()), label_issues_flagged_fraction=round(float(flagged.mean()), 4),
                       label_issues_handled_as=label_issues, label_issues_as_stratum=int(label_issues == "stratum"),
                       label_issues_kept=int((flagged & coreset.selected).sum()))
