@@ -56,6 +56,7 @@ def one_seed(seed: int, work: Path, overrides: list[str], until_select: bool) ->
             "scores_seconds": round(reports["scores"]["compute_seconds"], 2),
             "select_seconds": round(reports["select"]["compute_seconds"], 2),
             "coreset_size": reports["select"]["metrics"]["coreset_size"],
+            "selected_incrementally": bool(reports["select"]["metrics"]["selected_incrementally"]),
         }
         if "retrain" in reports:
             result[mode].update({k: reports["retrain"]["metrics"][k] for k in ("test_accuracy_coreset", "test_accuracy_random")})

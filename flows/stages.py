@@ -57,9 +57,9 @@ def select_stage(params: Params, tracker: Tracker) -> StageReport:
             return submit_on_workers(with_retries(params, task), *args).result()
         return with_retries(params, task)(*args)
 
-    compute, metrics = select_steps(params, tracker, run)
+    compute, metrics, plan = select_steps(params, tracker, run)
     outputs = [str(params.output(name)) for name in ("coreset.parquet", "coreset_diff.parquet", "select_report.json")]
-    return StageReport("select", outputs, compute_seconds=compute, metrics=metrics)
+    return StageReport("select", outputs, compute_seconds=compute, metrics=metrics, notes=[plan.describe()])
 
 
 def retrain_stage(params: Params, tracker: Tracker) -> StageReport:

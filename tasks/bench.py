@@ -51,7 +51,7 @@ def cell_task(params: Params, cell: Cell, group: str, result_path: str, seed_out
         if cell.method not in (FULL, FULL_LONG):
             _link_shared_tables(Path(seed_outputs), params)
             cell_tracker = dataclasses.replace(tracker, run_id=run_id)
-            selection_seconds, _ = select_steps(params, cell_tracker, run=lambda step_task, *args: step_task.fn(*args))
+            selection_seconds, *_ = select_steps(params, cell_tracker, run=lambda step_task, *args: step_task.fn(*args))
             coreset = coreset_input(params, dataset)
             kept = coreset.column("sample_id").to_numpy()[coreset.column("selected").to_numpy(zero_copy_only=False)]
         retrained = train_and_test(dataset, kept, params.retrain, seed=params.seed)

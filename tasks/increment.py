@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from unseen.budgets import budget_for
 from unseen.config import Params
 from unseen.data import ImageDataset
-from unseen.increment import IncrementPlan, ScoringState, plan_increment
+from unseen.increment import IncrementPlan, ScoringState, SelectionPlan, plan_increment, plan_selection
 from unseen.io import atomic_path, write_json
-from unseen.tables import stamped_with
+from unseen.tables import CORESET, read_table, stamped_with, table_meta
 
 
 def cache_folder(params: Params, dataset: ImageDataset, stage: str) -> Path:
@@ -66,6 +67,24 @@ def increment_plan(params: Params, dataset: ImageDataset) -> IncrementPlan:
         state, recipe=params.recipe_hash(), policy=params.increment, extractor=params.features.extractor,
         sample_ids=dataset.train.sample_ids, labels=dataset.train.labels.numpy(), state_ids=state_ids, state_labels=state_labels,
     )
+
+
+def last_coreset(params: Params) -> Path:
+    """The coreset selected last in this outputs folder, kept for the next run's diff and incremental selection."""
+    return params.output("cache", "select", "last_coreset.parquet")
+
+
+def selection_plan(params: Params, sample_ids: np.ndarray, scores: np.ndarray) -> SelectionPlan:
+    """Whether this run keeps the last coreset and selects only the samples added since (`sample_ids` and their
+    `select.score` values: scores.parquet's train rows)."""
+    path = last_coreset(params)
+    before = read_table(CORESET, path) if path.is_file() else None
+    earlier = {} if before is None else {
+        "before_recipe": table_meta(before).get("recipe"), "before_ids": before.column("sample_id").to_numpy(),
+        "before_selected": before.column("selected").to_numpy(zero_copy_only=False), "before_scores": before.column("score").to_numpy(),
+    }
+    return plan_selection(params.increment, recipe=params.recipe_hash("select"), sample_ids=sample_ids, scores=scores,
+                          budget=budget_for(len(sample_ids), params.select.prune_ratio), **earlier)
 
 
 def keep_copy(source: Path, target: Path) -> Path:

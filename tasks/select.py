@@ -12,26 +12,29 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import dataset_for
-from tasks.increment import keep_copy
+from tasks.increment import keep_copy, last_coreset, selection_plan
 from tasks.scores import read_record, scoring_model_task_for
 from tasks.tracking import Tracker
 from unseen.checks import label_issues_input, scores_input
 from unseen.features import read_features
 from unseen.config import Params
+from unseen.increment import SelectionPlan
 from unseen.io import write_csv, write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
 from unseen.selection import (
-    class_budget_rows, coreset_diff, random_baseline, select, select_step, selection_report, step_difficulty,
+    class_budget_rows, coreset_diff, random_baseline, select, select_added, select_step, selection_report, step_difficulty,
 )
 from unseen.tables import CORESET, CORESET_DIFF, positions_of, read_table, write_table
 
 
 @task(name="select", cache_policy=NO_CACHE)
 def select_task(
-    params: Params, tracker: Tracker, step: int = 1, joined: np.ndarray | None = None, step_records: list[str] | tuple[str, ...] = ()
+    params: Params, tracker: Tracker, step: int = 1, joined: np.ndarray | None = None, step_records: list[str] | tuple[str, ...] = (),
+    plan: SelectionPlan | None = None,
 ) -> tuple[float, dict[str, float], np.ndarray]:
     """Selection step `step` of `select.steps` on features.parquet and scores.parquet (plus, after step 1, the step
-    models' records so far): (compute seconds, metrics of the last step, the step each sample joined at)."""
+    models' records so far), or with a `keep` plan the new samples only, in one step: (compute seconds, metrics of
+    the last step, the step each sample joined at: 0 for the earlier coreset's samples)."""
     dataset = dataset_for(params)
     train_ids, train_embedding, test_embedding = read_features(params, dataset)
     score_ids, labels, values = scores_input(params, dataset)
@@ -40,7 +43,10 @@ def select_task(
     started = time.perf_counter()
     held_out = difficulty(values, params.select.score)
     kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=label_issues_input(params, dataset), seed=params.seed)
-    if params.select.selection_steps == 1:
+    if plan is not None and plan.mode == "keep":
+        coreset = select_added(params.select, plan.kept, plan.added, held_out, features, labels, **kwargs)
+        joined = np.where(plan.kept, 0, np.where(coreset.selected, 1, -1))
+    elif params.select.selection_steps == 1:
         coreset, joined = select(params.select, held_out, features, labels, **kwargs), None
     else:
         records = [read_record(params, dataset, path, stage="select") for path in step_records]
@@ -62,8 +68,10 @@ def select_task(
     path = write_table(
         CORESET, columns, params.output("coreset.parquet"),
         params_hash=params.stage_hash("select"), data_fingerprint=dataset.fingerprint, score_column=params.select.score,
+        recipe=params.recipe_hash("select"),
     )
     report.update(write_diff(params, dataset.fingerprint, tracker, columns))
+    report["selected_incrementally"] = int(plan is not None and plan.mode == "keep")
     write_json(params.output("select_report.json"), report)
     write_csv(params.output("plots", "class_budgets.csv"), class_budget_rows(report, list(dataset.classes), labels))
     flat = {k: v for k, v in report.items() if isinstance(v, (int, float))}
@@ -77,7 +85,7 @@ def select_task(
 def write_diff(params: Params, fingerprint: str, tracker: Tracker, columns: dict[str, np.ndarray]) -> dict[str, int]:
     """coreset_diff.parquet against the coreset selected before in this outputs folder (kept in its cache), then this
     coreset kept as the next run's `before`; returns the counts, which the run logs and shows."""
-    last = params.output("cache", "select", "last_coreset.parquet")
+    last = last_coreset(params)
     before = read_table(CORESET, last) if last.is_file() else None
     before_ids = before.column("sample_id").to_numpy() if before is not None else np.empty(0, dtype=np.int64)
     before_selected = before.column("selected").to_numpy(zero_copy_only=False) if before is not None else np.empty(0, dtype=bool)
@@ -97,11 +105,19 @@ TaskCall = Callable[..., Any]
 """(task, *args) -> the task's return value: how a caller runs a task (as a task of its flow, or its function inline)."""
 
 
-def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float, dict[str, float]]:
-    """The whole select stage: one selection, or `select.steps` selections (UNSEEN) alternating with step scoring models.
+def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float, dict[str, float], SelectionPlan]:
+    """The whole select stage: one selection, or `select.steps` selections (UNSEEN) alternating with step scoring models;
+    on a grown collection whose earlier coreset may stay (`tasks.increment.selection_plan`), one selection of the new
+    samples.
 
     `run(task, *args)` runs one task: the prune flow runs them as tasks (step models on GPU workers), a benchmark
-    cell, itself a task, runs their functions in place. Returns (compute seconds, the final step's metrics)."""
+    cell, itself a task, runs their functions in place. Returns (compute seconds, the final step's metrics, the plan)."""
+    score_ids, _, values = scores_input(params, dataset_for(params))
+    plan = selection_plan(params, score_ids, values)
+    get_run_logger().info(f"[select] {plan.describe()}")
+    if plan.mode == "keep":
+        compute, metrics, _ = run(select_task, params, tracker, 1, None, (), plan)
+        return compute, metrics, plan
     joined, records, compute, metrics = None, [], 0.0, {}
     for step in range(1, params.select.selection_steps + 1):
         if step > 1:
@@ -110,4 +126,4 @@ def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float
             compute += seconds
         seconds, metrics, joined = run(select_task, params, tracker, step, joined, records)
         compute += seconds
-    return compute, metrics
+    return compute, metrics, plan

@@ -112,3 +112,49 @@ def plan_increment(
         )
     return IncrementPlan("incremental", f"{growth:.0%} growth since the fold models trained, within increment.max_growth {policy.max_growth:.0%}",
                          state, new_ids)
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """`keep`: the earlier coreset's picks (`kept`, over this run's rows) stay and only the `added` samples are selected;
+    `reselect`: the whole grown collection is selected again, for `reason`."""
+
+    mode: Literal["keep", "reselect"]
+    reason: str
+    kept: np.ndarray | None = None
+    added: np.ndarray | None = None
+
+    def describe(self) -> str:
+        if self.mode == "reselect":
+            return f"selecting the whole collection: {self.reason}"
+        return f"the earlier coreset's {int(self.kept.sum())} samples kept, the {int(self.added.sum())} new samples selected among themselves ({self.reason})"
+
+
+def plan_selection(
+    policy: IncrementParams, *, recipe: str, sample_ids: np.ndarray, scores: np.ndarray, budget: int,
+    before_recipe: str | None = None, before_ids: np.ndarray | None = None, before_selected: np.ndarray | None = None,
+    before_scores: np.ndarray | None = None,
+) -> SelectionPlan:
+    """Whether this run (`sample_ids`, their `select.score` values `scores`, coreset size `budget`) may keep the coreset
+    selected before in its outputs folder (`before_*`, made under `before_recipe`) and select only the samples added
+    since. Only while the earlier samples keep the very scores that coreset was selected by: a collection scored from
+    scratch again is selected again."""
+    if policy.selection == "reselect":
+        return SelectionPlan("reselect", "increment.selection is reselect")
+    if before_ids is None or before_selected is None or before_scores is None:
+        return SelectionPlan("reselect", "no earlier coreset in this outputs folder")
+    if before_recipe != recipe:
+        return SelectionPlan("reselect", "params other than the data's size changed since the earlier coreset was selected")
+    present = np.isin(before_ids, sample_ids)
+    if not present.all():
+        return SelectionPlan("reselect", f"{int((~present).sum())} samples left the collection (first sample_id {_first(before_ids[~present])})")
+    added = ~np.isin(sample_ids, before_ids)
+    if not added.any():
+        return SelectionPlan("reselect", "no samples were added since the earlier coreset")
+    earlier_scores = scores[positions_of(sample_ids, before_ids, 'this collection')].astype(np.float32)  # as coreset.parquet stores them
+    if not np.array_equal(earlier_scores, before_scores.astype(np.float32), equal_nan=True):
+        return SelectionPlan("reselect", "the earlier samples were scored again since their coreset was selected")
+    kept = np.isin(sample_ids, before_ids[before_selected])
+    if not 0 <= budget - int(kept.sum()) <= int(added.sum()):
+        return SelectionPlan("reselect", f"a coreset of {budget} cannot hold the earlier {int(kept.sum())} picks and be filled from {int(added.sum())} new samples")
+    return SelectionPlan("keep", f"{int(added.sum())} samples added since the earlier coreset; increment.selection keep", kept, added)

@@ -5,7 +5,7 @@ a named score or selection method exists is checked by `unseen.checks` against t
 """
 
 from unseen.config.files import format_validation_error, load_params, read_yaml_mapping, validate_params
-from unseen.config.runtime import DaskParams, InputError, OrchestrationParams, ParamsError, TrackingParams
+from unseen.config.runtime import DaskParams, IncrementParams, InputError, OrchestrationParams, ParamsError, TrackingParams
 from unseen.config.sections import (
     DATASETS,
     MODELS,
@@ -13,7 +13,6 @@ from unseen.config.sections import (
     STAGES,
     DataParams,
     FeaturesParams,
-    IncrementParams,
     Params,
     ProbeRecipe,
     RetrainParams,

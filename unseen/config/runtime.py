@@ -1,5 +1,5 @@
-"""The params of how a run executes and where it is tracked: in no stage's params hash, so changing them reruns
-nothing; and the base every section shares."""
+"""The params of how a run executes and where it is tracked (in no stage's params hash, so changing them reruns
+nothing), of how a grown collection is re-pruned, and the base every section shares."""
 
 from __future__ import annotations
 
@@ -56,3 +56,11 @@ class TrackingParams(Section):
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "unseen"
     registered_model: str = "unseen-coreset-model"
+
+
+class IncrementParams(Section):
+    """When a run on a grown collection scores only the new samples with the scoring models of an earlier run."""
+
+    enabled: bool = True  # fold models keep their weights at each recorded epoch, and score samples added later
+    max_growth: float = Field(0.25, gt=0)  # from scratch once the collection outgrew the one the fold models trained on by this
+    selection: Literal["keep", "reselect"] = "keep"  # keep: the earlier coreset stays, the new samples fill the rest | reselect: all again

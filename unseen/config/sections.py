@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from unseen.config.runtime import OrchestrationParams, Section, TrackingParams
+from unseen.config.runtime import IncrementParams, OrchestrationParams, Section, TrackingParams
 
 STAGES = ("features", "scores", "select", "retrain")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -168,13 +168,6 @@ class ScoresParams(Section):
         return min(first for first, _ in windows), max(last for _, last in windows)
 
 
-class IncrementParams(Section):
-    """When a run on a grown collection scores only the new samples with the scoring models of an earlier run."""
-
-    enabled: bool = True  # fold models keep their weights at each recorded epoch, and score samples added later
-    max_growth: float = Field(0.25, gt=0)  # from scratch once the collection outgrew the one the fold models trained on by this
-
-
 Tilt = Annotated[float, Field(ge=0, le=1)]
 """`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
 
@@ -290,10 +283,10 @@ class Params(Section):
         """The params hash of one stage's outputs (stamped in its tables, checked by the stages that read them)."""
         return self.section_hash(*STAGE_PARAMS[stage])
 
-    def recipe_hash(self) -> str:
-        """The scores stage's params hash without how much data there is (`data.train_first`) or the increment policy:
-        scoring models made under the same recipe may score the samples of a grown collection."""
-        return self.section_hash("seed", "data", "features", "scores", without=("data.train_first",))
+    def recipe_hash(self, stage: str = "scores") -> str:
+        """A stage's params hash without how much data there is (`data.train_first`) or the increment policy: scoring
+        models (and a coreset) made under the same recipe serve a grown collection."""
+        return self.section_hash(*(name for name in STAGE_PARAMS[stage] if name != "increment"), without=("data.train_first",))
 
     def run_hash(self) -> str:
         """The params hash of a whole run: every section any stage depends on (run reports, benchmark cells)."""

@@ -7,6 +7,7 @@ Selection never trains a model: multi-step scoring is handed in (`select_multist
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "label_issue_handling",
     "select",
     "select_coreset",
+    "select_added",
     "select_multistep",
     "select_step",
     "selection_report",
@@ -56,8 +58,10 @@ def select(
     pool_features: np.ndarray | None = None,
     flagged: np.ndarray | None = None,
     seed: int = 0,
+    budget: int | None = None,
 ) -> Coreset:
-    """The single-step coreset of `params.method` at `params.prune_ratio` (UNSEEN with `steps > 1`: `select_multistep`).
+    """The single-step coreset of `params.method` at `params.prune_ratio`, or of `budget` samples when given (UNSEEN
+    with `steps > 1`: `select_multistep`).
 
     difficulty: (N,) the `params.score` column oriented higher = harder. features: (N, D) embeddings; baselines see
     them standardized per dimension. pool_features: unlabeled features for `target_pool: test` (UNSEEN only).
@@ -68,7 +72,7 @@ def select(
             f"select.steps={params.steps}: multi-step UNSEEN trains a scoring model at each step; call select_multistep with a "
             "step scorer (e.g. unseen.scores.score_step), or set select.steps to 1 for one pass"
         )
-    budget = budget_for(len(labels), params.prune_ratio)
+    budget = budget_for(len(labels), params.prune_ratio) if budget is None else budget
     flagged = cut_flags(params, flagged)
     if params.method == "unseen":
         objective = UnseenObjective.from_params(params)
@@ -82,6 +86,39 @@ def select(
     options = {"hard_cutoff": UnseenObjective.from_params(params).hard_cutoff, "bins": params.score_bins, "flagged": flagged}
     accepted = {key: value for key, value in options.items() if key in inspect.signature(method).parameters}
     return Coreset.from_mask(method(difficulty, (features - mean) / std, labels, budget, seed=seed, **accepted), labels)
+
+
+def select_added(
+    params: SelectParams,
+    kept: np.ndarray,
+    added: np.ndarray,
+    difficulty: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    pool_features: np.ndarray | None = None,
+    flagged: np.ndarray | None = None,
+    seed: int = 0,
+) -> Coreset:
+    """Re-pruning a grown collection without selecting it all again: the earlier coreset (`kept`, (N,) bool) stays, and
+    the samples added since (`added`) are selected among themselves by `params.method`, in one step, up to the grown
+    collection's budget. What UNSEEN does with label issues is decided on the whole collection's `flagged` share.
+    Kept rows carry no pick facts (their earlier coreset.parquet has them)."""
+    if params.method == "unseen" and params.label_issues == "auto" and flagged is not None:
+        params = params.model_copy(update={"label_issues": label_issue_handling(UnseenObjective.from_params(params), flagged)})
+    budget = budget_for(len(labels), params.prune_ratio) - int(kept.sum())
+    picked = select(
+        params.model_copy(update={"steps": 1}), difficulty[added], features[added], labels[added], num_classes=num_classes,
+        pool_features=pool_features, flagged=None if flagged is None else flagged[added], seed=seed, budget=budget,
+    )
+    selected = kept.copy()
+    selected[added] = picked.selected
+    grown = Coreset.from_mask(selected, labels)
+    columns = {name.name: getattr(grown, name.name).copy() for name in dataclasses.fields(Coreset)}
+    for name in columns.keys() - {"selected", "class_budget"}:
+        columns[name][added] = getattr(picked, name)
+    return Coreset(**columns)
 
 
 def random_baseline(labels: np.ndarray, coreset: Coreset, num_classes: int, seed: int) -> np.ndarray:
