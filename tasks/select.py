@@ -18,6 +18,7 @@ from tasks.tracking import Tracker
 from unseen.checks import label_issues_input, scores_input
 from unseen.features import read_features
 from unseen.config import Params
+from unseen.data import ImageDataset
 from unseen.increment import SelectionPlan
 from unseen.io import write_csv, write_json
 from unseen.scores import ScoringModel, difficulty, step_scores
@@ -61,25 +62,31 @@ def select_task(
     random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
     report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=kwargs["flagged"], select=params.select)
     compute = time.perf_counter() - started
-
+    report["selected_incrementally"] = int(plan is not None and plan.mode == "keep")
     columns = coreset.table_columns(
         sample_ids=score_ids, labels=labels, random_selected=random_selected, method=params.select.method, joined_step=joined, score=values
     )
+    flat = write_coreset(params, dataset, tracker, columns, report)
+    tracker.log_metrics(tracker.run_id, {**flat, "select_compute_seconds": compute})
+    return compute, flat, np.where(coreset.selected, 1, -1) if joined is None else joined
+
+
+def write_coreset(params: Params, dataset: ImageDataset, tracker: Tracker, columns: dict[str, np.ndarray], report: dict) -> dict[str, float]:
+    """coreset.parquet, its diff, the select report and the class budgets, written and logged; returns the report's
+    numbers, as the stage's metrics."""
     path = write_table(
         CORESET, columns, params.output("coreset.parquet"),
         params_hash=params.stage_hash("select"), data_fingerprint=dataset.fingerprint, score_column=params.select.score,
         recipe=params.recipe_hash("select"),
     )
     report.update(write_diff(params, dataset.fingerprint, tracker, columns))
-    report["selected_incrementally"] = int(plan is not None and plan.mode == "keep")
     write_json(params.output("select_report.json"), report)
-    write_csv(params.output("plots", "class_budgets.csv"), class_budget_rows(report, list(dataset.classes), labels))
+    write_csv(params.output("plots", "class_budgets.csv"), class_budget_rows(report, list(dataset.classes), columns["label"]))
     flat = {k: v for k, v in report.items() if isinstance(v, (int, float))}
     flat.update({f"coreset_class_{c}": n for c, n in enumerate(report["coreset_per_class"])})
-    tracker.log_metrics(tracker.run_id, {**flat, "select_compute_seconds": compute})
     tracker.log_artifact(tracker.run_id, path, "tables")
     tracker.log_artifact(tracker.run_id, params.output("select_report.json"))
-    return compute, flat, np.where(coreset.selected, 1, -1) if joined is None else joined
+    return flat
 
 
 def write_diff(params: Params, fingerprint: str, tracker: Tracker, columns: dict[str, np.ndarray]) -> dict[str, int]:

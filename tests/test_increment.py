@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 import tasks.scores
 from tests.conftest import tiny_params, write_params
 from unseen.config import IncrementParams
-from unseen.increment import ScoringState, plan_increment
+from unseen.increment import ScoringState, plan_increment, plan_selection
 from unseen.scores import ModelRecord, ScoringModel, combine_records, load_record
 from unseen.tables import CORESET, CORESET_DIFF, SCORES, read_table
 
@@ -50,6 +50,31 @@ def test_plan_says_incremental_only_when_the_cached_models_may_score_the_new_sam
     assert plan.mode == expected if expected == "incremental" else expected in plan.reason
     if plan.incremental:
         np.testing.assert_array_equal(plan.new_ids, np.setdiff1d(ids, np.arange(4)))
+
+
+EARLIER = dict(before_recipe="r", before_ids=np.arange(4), before_selected=np.array([True, False, True, False]),
+               before_scores=np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("ids", "scores", "earlier", "policy", "budget", "expected"),
+    [
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(), 3, "keep"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(selection="reselect"), 3, "increment.selection is reselect"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {}, IncrementParams(), 3, "no earlier coreset"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {**EARLIER, "before_recipe": "other"}, IncrementParams(), 3, "params other than"),
+        ([3, 0, 5, 1, 4], [0.4, 0.1, 0.9, 0.2, 0.5], EARLIER, IncrementParams(), 3, "1 samples left the collection (first sample_id 2)"),
+        ([3, 0, 1, 2], [0.4, 0.1, 0.2, 0.3], EARLIER, IncrementParams(), 2, "no samples were added"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.35, 0.5], EARLIER, IncrementParams(), 3, "scored again"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(), 5, "cannot hold the earlier 2 picks and be filled from 2"),
+    ],
+)
+def test_a_grown_collection_keeps_its_coreset_only_while_the_earlier_samples_keep_their_scores(ids, scores, earlier, policy, budget, expected):
+    plan = plan_selection(policy, recipe="r", sample_ids=np.array(ids), scores=np.array(scores), budget=budget, **earlier)
+    assert plan.mode == expected if expected == "keep" else expected in plan.reason
+    if plan.mode == "keep":
+        np.testing.assert_array_equal(plan.kept, [False, True, False, False, True, False])  # sample_ids 0 and 2, in this run's order
+        np.testing.assert_array_equal(plan.added, [False, False, True, False, False, True])
 
 
 def test_a_sample_held_out_by_both_fold_models_gets_their_mean_and_names_both():
@@ -135,6 +160,19 @@ def test_the_diff_table_matches_the_two_coresets(grown):
     select = {r.name: r for r in second["stages"]}["select"].metrics
     assert select["coreset_added"] == (_column(diff, "after") & ~_column(diff, "before")).sum()
     assert select["new_samples"] == GROWN - FIRST
+
+
+def test_the_grown_run_keeps_the_earlier_coreset_and_selects_among_the_new_samples(grown):
+    folder, before, _, second = grown
+    old, now = (read_table(CORESET, path / "coreset.parquet") for path in (before, folder / "outputs"))
+    earlier = _column(now, "sample_id") < FIRST
+    np.testing.assert_array_equal(_column(now, "selected")[earlier], _column(old, "selected"))
+    np.testing.assert_array_equal(_column(now, "step")[earlier], np.where(_column(old, "selected"), 0, -1))
+    select = {r.name: r for r in second["stages"]}["select"]
+    assert select.metrics["selected_incrementally"] == 1 and select.metrics["coreset_dropped"] == 0
+    assert _column(now, "selected").sum() == GROWN // 2 and _column(now, "selected")[~earlier].sum() == (GROWN - FIRST) // 2
+    assert select.notes == [f"the earlier coreset's {FIRST // 2} samples kept, the {GROWN - FIRST} new samples selected among themselves "
+                            f"({GROWN - FIRST} samples added since the earlier coreset; increment.selection keep)"]
 
 
 def test_a_scheduled_run_on_unchanged_data_changes_nothing(grown):

@@ -393,3 +393,30 @@ def test_fourier_means_are_the_means_of_the_fourier_features_without_the_matrix(
     means = fourier_means(x, groups, 64, 2.0, np.random.default_rng(3), chunk=128)  # the same draw, in 8 chunks
     assert np.allclose(means["all"], z.mean(0), atol=1e-6) and np.allclose(means["odd"], z[1::2].mean(0), atol=1e-6)
     assert not means["none"].any()
+
+
+def test_select_added_keeps_the_earlier_coreset_and_picks_the_hardest_new_samples_to_fill_the_budget():
+    """Six earlier samples of which 0-2 were kept, four new ones: the grown budget of 5 leaves 2 places, which the
+    topk_hardest method gives to the hardest new samples (rows 7 and 9); no earlier sample changes."""
+    from unseen.selection import select_added
+
+    labels = np.zeros(10, dtype=np.int64)
+    difficulty = np.array([0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.1, 0.9, 0.5, 0.7])
+    kept, added = np.arange(10) < 3, np.arange(10) >= 6
+    params = SelectParams(method="topk_hardest", prune_ratio=0.5, hard_cutoff=0.0)
+    coreset = select_added(params, kept, added, difficulty, np.zeros((10, 2), np.float32), labels, num_classes=1)
+    np.testing.assert_array_equal(np.flatnonzero(coreset.selected), [0, 1, 2, 7, 9])
+    assert set(coreset.class_budget) == {5}
+
+
+def test_select_added_with_unseen_fills_the_grown_budget_from_the_new_samples_only():
+    from unseen.selection import select_added
+
+    scores, features, labels = _toy(n=1200)
+    kept, added = np.zeros(1200, dtype=bool), np.arange(1200) >= 1000
+    kept[:1000:2] = True
+    params = SelectParams(prune_ratio=0.5, hard_cutoff=0.0, steps=3)
+    coreset = select_added(params, kept, added, scores, features, labels, num_classes=5)
+    assert coreset.selected.sum() == 600 and coreset.selected[added].sum() == 100
+    np.testing.assert_array_equal(coreset.selected[~added], kept[~added])
+    assert (coreset.selection_rank[~added] == -1).all() and (coreset.selection_rank[added & coreset.selected] >= 0).all()
