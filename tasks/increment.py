@@ -74,16 +74,16 @@ def last_coreset(params: Params) -> Path:
     return params.output("cache", "select", "last_coreset.parquet")
 
 
-def selection_plan(params: Params, sample_ids: np.ndarray, scores: np.ndarray) -> SelectionPlan:
-    """Whether this run keeps the last coreset and selects only the samples added since (`sample_ids` and their
-    `select.score` values: scores.parquet's train rows)."""
+def selection_plan(params: Params, sample_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> SelectionPlan:
+    """Whether this run keeps the last coreset and selects only the samples added since (`sample_ids`, `labels` and
+    their `select.score` values: scores.parquet's train rows)."""
     path = last_coreset(params)
     before = read_table(CORESET, path) if path.is_file() else None
     earlier = {} if before is None else {
         "before_recipe": table_meta(before).get("recipe"), "before_ids": before.column("sample_id").to_numpy(),
         "before_selected": before.column("selected").to_numpy(zero_copy_only=False), "before_scores": before.column("score").to_numpy(),
     }
-    return plan_selection(params.increment, recipe=params.recipe_hash("select"), sample_ids=sample_ids, scores=scores,
+    return plan_selection(params.increment, recipe=params.recipe_hash("select"), sample_ids=sample_ids, labels=labels, scores=scores,
                           budget=budget_for(len(sample_ids), params.select.prune_ratio), **earlier)
 
 

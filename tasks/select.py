@@ -119,8 +119,7 @@ def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float
 
     `run(task, *args)` runs one task: the prune flow runs them as tasks (step models on GPU workers), a benchmark
     cell, itself a task, runs their functions in place. Returns (compute seconds, the final step's metrics, the plan)."""
-    score_ids, _, values = scores_input(params, dataset_for(params))
-    plan = selection_plan(params, score_ids, values)
+    plan = selection_plan(params, *scores_input(params, dataset_for(params)))
     get_run_logger().info(f"[select] {plan.describe()}")
     if plan.mode == "keep":
         compute, metrics, _ = run(select_task, params, tracker, 1, None, (), plan)

@@ -59,18 +59,20 @@ EARLIER = dict(before_recipe="r", before_ids=np.arange(4), before_selected=np.ar
 @pytest.mark.parametrize(
     ("ids", "scores", "earlier", "policy", "budget", "expected"),
     [
-        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(), 3, "keep"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(), 4, "keep"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(selection="reselect"), 3, "increment.selection is reselect"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {}, IncrementParams(), 3, "no earlier coreset"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {**EARLIER, "before_recipe": "other"}, IncrementParams(), 3, "params other than"),
         ([3, 0, 5, 1, 4], [0.4, 0.1, 0.9, 0.2, 0.5], EARLIER, IncrementParams(), 3, "1 samples left the collection (first sample_id 2)"),
         ([3, 0, 1, 2], [0.4, 0.1, 0.2, 0.3], EARLIER, IncrementParams(), 2, "no samples were added"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.35, 0.5], EARLIER, IncrementParams(), 3, "scored again"),
-        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(), 5, "cannot hold the earlier 2 picks and be filled from 2"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(), 5, "leaves 3 places beside the earlier 2 picks"),
+        ([3, 0, 5, 1, 2, 4, 7], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5, 0.6], EARLIER, IncrementParams(), 3, "needs between 2 (one per class among them)"),
     ],
 )
 def test_a_grown_collection_keeps_its_coreset_only_while_the_earlier_samples_keep_their_scores(ids, scores, earlier, policy, budget, expected):
-    plan = plan_selection(policy, recipe="r", sample_ids=np.array(ids), scores=np.array(scores), budget=budget, **earlier)
+    labels = np.array(ids) % 2
+    plan = plan_selection(policy, recipe="r", sample_ids=np.array(ids), labels=labels, scores=np.array(scores), budget=budget, **earlier)
     assert plan.mode == expected if expected == "keep" else expected in plan.reason
     if plan.mode == "keep":
         np.testing.assert_array_equal(plan.kept, [False, True, False, False, True, False])  # sample_ids 0 and 2, in this run's order

@@ -131,11 +131,11 @@ class SelectionPlan:
 
 
 def plan_selection(
-    policy: IncrementParams, *, recipe: str, sample_ids: np.ndarray, scores: np.ndarray, budget: int,
+    policy: IncrementParams, *, recipe: str, sample_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray, budget: int,
     before_recipe: str | None = None, before_ids: np.ndarray | None = None, before_selected: np.ndarray | None = None,
     before_scores: np.ndarray | None = None,
 ) -> SelectionPlan:
-    """Whether this run (`sample_ids`, their `select.score` values `scores`, coreset size `budget`) may keep the coreset
+    """Whether this run (`sample_ids`, `labels`, their `select.score` values `scores`, coreset size `budget`) may keep the coreset
     selected before in its outputs folder (`before_*`, made under `before_recipe`) and select only the samples added
     since. Only while the earlier samples keep the very scores that coreset was selected by: a collection scored from
     scratch again is selected again."""
@@ -155,6 +155,8 @@ def plan_selection(
     if not np.array_equal(earlier_scores, before_scores.astype(np.float32), equal_nan=True):
         return SelectionPlan("reselect", "the earlier samples were scored again since their coreset was selected")
     kept = np.isin(sample_ids, before_ids[before_selected])
-    if not 0 <= budget - int(kept.sum()) <= int(added.sum()):
-        return SelectionPlan("reselect", f"a coreset of {budget} cannot hold the earlier {int(kept.sum())} picks and be filled from {int(added.sum())} new samples")
+    places, classes = budget - int(kept.sum()), len(np.unique(labels[added]))
+    if not classes <= places <= int(added.sum()):
+        return SelectionPlan("reselect", f"a coreset of {budget} leaves {places} places beside the earlier {int(kept.sum())} picks; selecting "
+                             f"among the {int(added.sum())} new samples needs between {classes} (one per class among them) and {int(added.sum())}")
     return SelectionPlan("keep", f"{int(added.sum())} samples added since the earlier coreset; increment.selection keep", kept, added)
