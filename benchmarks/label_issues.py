@@ -2,7 +2,8 @@
 (`unseen bench` has run it): how many samples `label_issue` flags, how many of them are flipped (label-noise sweeps
 keep the flipped ids), the held-out probability of the given label (exp(-loss)) among the flagged flipped and the
 flagged true ones, what each `select.label_issue_max_probability` would still cut of both, and, where the sweep
-computes `label_rank`, how many of the default's cut have their label ranked second by the held-out models.
+computes `label_rank`, how many of the default's cut have their label ranked second by the held-out models, and, for
+every cell of the seed that has a coreset, how many flipped labels escaped its cut and how many of those it keeps.
 Usage: .venv/bin/python benchmarks/label_issues.py --config benchmarks/pilot_power_noise.yaml --seed 100
 Writes benchmarks/results/<sweep>_label_issues_s<seed>.json.
 """
@@ -16,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import machine
-from benchmarks.sweep import load_sweep, seed_params
+from benchmarks.sweep import Cell, cell_params, load_sweep, seed_params
 from unseen.data import load_dataset
 from unseen.io import write_json
 from unseen.scores import label_issue_flags
-from unseen.tables import SCORES, positions_of, read_table
+from unseen.tables import CORESET, SCORES, positions_of, read_table
 
 LIMITS = (0.02, 0.05, 0.1, 0.2, 0.3)
 QUANTILES = (0.1, 0.5, 0.9)
@@ -34,6 +35,23 @@ def _quantiles(values: np.ndarray) -> list[float] | None:
 def _cut(cut: np.ndarray, flipped: np.ndarray) -> dict[str, int]:
     """How many samples a cut removes, and how many of them are flipped and true."""
     return {"all": int(cut.sum()), "flipped": int((cut & flipped).sum()), "true": int((cut & ~flipped).sum())}
+
+
+def _coresets(sweep, params, seed: int, sample_ids: np.ndarray, flipped: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per cell with a coreset.parquet: its size, the flipped labels its cut left, and how many of those it keeps."""
+    found = {}
+    for method in sweep.methods:
+        for ratio in sweep.prune_ratios:
+            path = cell_params(sweep, params, Cell(method, ratio, seed), pool_size=len(sample_ids)).output("coreset.parquet")
+            if not Path(path).is_file():
+                continue
+            table = read_table(CORESET, path)
+            rows = flipped[positions_of(sample_ids, table.column("sample_id").to_numpy(), str(path))]
+            selected, cut = (table.column(name).to_numpy(zero_copy_only=False) for name in ("selected", "cut_as_hardest"))
+            found[f"{method}/p{round(ratio * 100):02d}"] = {
+                "kept": int(selected.sum()), "flipped_left_by_cut": int((rows & ~cut).sum()), "flipped_kept": int((rows & selected).sum()),
+            }
+    return found
 
 
 def main() -> None:
@@ -74,6 +92,7 @@ def main() -> None:
     if rank_column in columns:
         cut = label_issue_flags(columns, params.select.score, params.select.label_issue_max_probability)
         result["cut_by_label_rank"] = {"2": _cut(cut & (columns[rank_column] < 3), flipped), "3 or lower": _cut(cut & (columns[rank_column] >= 3), flipped)}
+    result["coresets"] = _coresets(sweep, params, args.seed, table.column("sample_id").to_numpy(), flipped)
     out = sweep.results_file(f"label_issues_s{args.seed}.json")
     write_json(out, result)
     print(json.dumps(result, indent=2))
