@@ -63,6 +63,7 @@ EARLIER = dict(before_recipe="r", before_ids=np.arange(4), before_selected=np.ar
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], EARLIER, IncrementParams(selection="reselect"), 3, "increment.selection is reselect"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {}, IncrementParams(), 3, "no earlier coreset"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {**EARLIER, "before_recipe": "other"}, IncrementParams(), 3, "params other than"),
+        ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.3, 0.5], {**EARLIER, "before_recipe": None}, IncrementParams(), 3, "older version"),
         ([3, 0, 5, 1, 4], [0.4, 0.1, 0.9, 0.2, 0.5], EARLIER, IncrementParams(), 3, "1 samples left the collection (first sample_id 2)"),
         ([3, 0, 1, 2], [0.4, 0.1, 0.2, 0.3], EARLIER, IncrementParams(), 2, "no samples were added"),
         ([3, 0, 5, 1, 2, 4], [0.4, 0.1, 0.9, 0.2, 0.35, 0.5], EARLIER, IncrementParams(), 3, "scored again"),

@@ -143,6 +143,8 @@ def plan_selection(
         return SelectionPlan("reselect", "increment.selection is reselect")
     if before_ids is None or before_selected is None or before_scores is None:
         return SelectionPlan("reselect", "no earlier coreset in this outputs folder")
+    if before_recipe is None:
+        return SelectionPlan("reselect", "the earlier coreset records no params recipe (an older version selected it)")
     if before_recipe != recipe:
         return SelectionPlan("reselect", "params other than the data's size changed since the earlier coreset was selected")
     present = np.isin(before_ids, sample_ids)
