@@ -161,4 +161,4 @@ def plan_selection(
     if not classes <= places <= int(added.sum()):
         return SelectionPlan("reselect", f"a coreset of {budget} leaves {places} places beside the earlier {int(kept.sum())} picks; selecting "
                              f"among the {int(added.sum())} new samples needs between {classes} (one per class among them) and {int(added.sum())}")
-    return SelectionPlan("keep", f"{int(added.sum())} samples added since the earlier coreset; increment.selection keep", kept, added)
+    return SelectionPlan("keep", "the earlier samples kept the scores it was selected by; increment.selection keep", kept, added)
