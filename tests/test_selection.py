@@ -293,6 +293,16 @@ def test_coverage_tilt_leans_stratum_quotas_toward_populous_strata():
     assert [SelectParams(coverage_tilt=schedule, prune_ratio=r).tilt for r in (0.3, 0.5, 0.7, 0.8, 0.9)] == [0.0, 0.25, 0.25, 0.5, 0.5]
 
 
+def test_difficulty_power_schedule_sets_the_class_budgets_power_by_prune_ratio():
+    """{0.8: 0}: power 1 below 80% pruning (the default below all entries), 0 from there, where a class keeps its share."""
+    powers = [UnseenObjective.from_params(SelectParams(difficulty_power={0.8: 0.0}, prune_ratio=r)).difficulty_power for r in (0.5, 0.79, 0.8, 0.9)]
+    assert powers == [1.0, 1.0, 0.0, 0.0]
+    labels = np.repeat([0, 1], 50)
+    hardness = np.where(labels == 1, 0.9, 0.1)
+    assert list(difficulty_class_budgets(labels, hardness, 20, 2, power=1.0)) == [2, 18]  # sizes x 0.1 : 0.9 of 20
+    assert list(difficulty_class_budgets(labels, hardness, 20, 2, power=0.0)) == list(class_budgets(labels, 20, 2)) == [10, 10]
+
+
 def test_greedy_picks_and_terms_on_a_hand_checked_case():
     from unseen.selection.picks import GainWeights, _greedy
 

@@ -170,6 +170,12 @@ class ScoresParams(Section):
 
 Tilt = Annotated[float, Field(ge=0, le=1)]
 """`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
+Ratio = Annotated[float, Field(ge=0, lt=1)]
+
+
+def at_prune_ratio(schedule: dict[float, float], prune_ratio: float, below: float) -> float:
+    """A schedule's entry with the largest prune ratio not above `prune_ratio`; `below` under all of them."""
+    return next((schedule[r] for r in sorted(schedule, reverse=True) if r <= prune_ratio), below)
 
 
 class SelectParams(Section):
@@ -186,12 +192,12 @@ class SelectParams(Section):
     diversity_weight: float = Field(0.5, ge=0)
     adaptive: bool = True
     regions_per_class: int = Field(1, ge=1)
-    difficulty_power: float = Field(1.0, ge=0)
+    difficulty_power: Annotated[float, Field(ge=0)] | dict[Ratio, Annotated[float, Field(ge=0)]] = 1.0
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(50, ge=0)
     coverage_range: Literal["class", "dataset"] = "class"
-    coverage_tilt: Tilt | Literal["prune_ratio"] | dict[Annotated[float, Field(ge=0, lt=1)], Tilt] = 0.0
+    coverage_tilt: Tilt | Literal["prune_ratio"] | dict[Ratio, Tilt] = 0.0
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"
     target_pool: Literal["none", "test"] = "none"
     steps: int = Field(3, ge=1)
@@ -218,13 +224,14 @@ class SelectParams(Section):
 
     @property
     def tilt(self) -> float:
-        """`coverage_tilt` at this prune ratio: a number, the prune ratio itself, or a schedule's entry with the
-        largest prune ratio not above this one (0 below all of them)."""
-        if self.coverage_tilt == "prune_ratio":
-            return self.prune_ratio
-        if isinstance(self.coverage_tilt, dict):
-            return next((self.coverage_tilt[r] for r in sorted(self.coverage_tilt, reverse=True) if r <= self.prune_ratio), 0.0)
-        return self.coverage_tilt
+        """`coverage_tilt` at this prune ratio: a number, the prune ratio itself, or a schedule's entry (0 below all)."""
+        tilt = self.prune_ratio if self.coverage_tilt == "prune_ratio" else self.coverage_tilt
+        return at_prune_ratio(tilt, self.prune_ratio, 0.0) if isinstance(tilt, dict) else tilt
+
+    @property
+    def power(self) -> float:
+        """`difficulty_power` at this prune ratio: a number, or a schedule's entry as for `tilt` (1 below all of them)."""
+        return at_prune_ratio(self.difficulty_power, self.prune_ratio, 1.0) if isinstance(self.difficulty_power, dict) else self.difficulty_power
 
     @property
     def score_name(self) -> str:

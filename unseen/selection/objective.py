@@ -67,7 +67,7 @@ class UnseenObjective:
             diversity_weight=select.diversity_weight,
             adaptive=select.adaptive,
             regions_per_class=select.regions_per_class,
-            difficulty_power=select.difficulty_power,
+            difficulty_power=select.power,
             density_power=select.density_power,
             hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
             label_issues=select.label_issues,
