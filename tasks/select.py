@@ -44,7 +44,8 @@ def select_task(
     started = time.perf_counter()
     held_out = difficulty(values, params.select.score)
     kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=label_issues_input(params, dataset), seed=params.seed)
-    if plan is not None and plan.mode == "keep":
+    keeps = plan is not None and plan.keeps
+    if keeps:
         coreset = select_added(params.select, plan.kept, plan.added, held_out, features, labels, **kwargs)
         joined = np.where(plan.kept, 0, np.where(coreset.selected, 1, -1))
     elif params.select.selection_steps == 1:
@@ -62,7 +63,7 @@ def select_task(
     random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
     report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=kwargs["flagged"], select=params.select)
     compute = time.perf_counter() - started
-    report["selected_incrementally"] = int(plan is not None and plan.mode == "keep")
+    report["selected_incrementally"] = int(keeps)
     columns = coreset.table_columns(
         sample_ids=score_ids, labels=labels, random_selected=random_selected, method=params.select.method, joined_step=joined, score=values
     )
@@ -121,7 +122,7 @@ def select_steps(params: Params, tracker: Tracker, run: TaskCall) -> tuple[float
     cell, itself a task, runs their functions in place. Returns (compute seconds, the final step's metrics, the plan)."""
     plan = selection_plan(params, *scores_input(params, dataset_for(params)))
     get_run_logger().info(f"[select] {plan.describe()}")
-    if plan.mode == "keep":
+    if plan.keeps:
         compute, metrics, _ = run(select_task, params, tracker, 1, None, (), plan)
         return compute, metrics, plan
     joined, records, compute, metrics = None, [], 0.0, {}

@@ -124,8 +124,12 @@ class SelectionPlan:
     kept: np.ndarray | None = None
     added: np.ndarray | None = None
 
+    @property
+    def keeps(self) -> bool:
+        return self.mode == "keep"
+
     def describe(self) -> str:
-        if self.mode == "reselect":
+        if not self.keeps:
             return f"selecting the whole collection: {self.reason}"
         return f"the earlier coreset's {int(self.kept.sum())} samples kept, the {int(self.added.sum())} new samples selected among themselves ({self.reason})"
 
