@@ -13,10 +13,17 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, load_sweep, read_results, sweep_cells
+from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, load_sweep, read_results, seed_params, sweep_cells
 from benchmarks.tables import _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, pair_lines, score_lines, scorer_lines, summarize
 from unseen.config import ParamsError
 from unseen.io import atomic_path, write_csv
+
+
+def _pool_text(sweep: BenchmarkConfig) -> str:
+    """Where each seed's pool comes from, so the reader knows what the seed std includes."""
+    if seed_params(sweep, sweep.seeds[0]).data.train_subset is None:
+        return "the whole train split for every seed (the seed std is that of the folds, the selection and the training)"
+    return "a stratified subset of the train split drawn per seed (so the seed std includes the pool draw)"
 
 
 def accuracy_plot(sweep: BenchmarkConfig, summary: dict, methods: list[str], path: Path) -> Path:
@@ -131,8 +138,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         f"- sweep wall time: {float(meta.get('wall_seconds', 'nan')) / 60:.1f} min, summed over the invocations that wrote this table "
         "(start-up included)",
         f"- base params: `{sweep.params}` with {', '.join(f'`{o}`' for o in sweep.overrides) or 'no overrides'}",
-        f"- pool: {base['pool_size']} training samples, a stratified subset of the train split drawn per seed (so the seed std "
-        "includes the pool draw); test accuracy on the test split",
+        f"- pool: {base['pool_size']} training samples, " + _pool_text(sweep) + "; test accuracy on the test split",
         f"- seeds: {', '.join(map(str, sweep.seeds))}; prune ratio = fraction of the pool removed; "
         f"cells finished: {len(finished & expected)} of {len(expected)}{_missing(missing)}",
         *([f"- baselines and full data: the rows of `{sweep.baselines_from}` ({borrowed}), the same data, seeds, prune ratios "

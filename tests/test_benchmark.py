@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
@@ -164,3 +166,23 @@ def test_a_report_borrows_the_baselines_of_a_sweep_of_the_same_design(sweep_run,
     other = _sweep(tmp, fashion_root, name="tiny_other", baselines_from=str(config), seeds=[0, 1, 2])
     with pytest.raises(ParamsError, match="same design"):
         with_borrowed_baselines(load_sweep(_write(tmp, other)), own)
+
+
+def test_digits_tree_loads_through_the_image_folder_path_with_the_digits_own_pixels(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from benchmarks.digits import export_digits
+    from unseen.config import DataParams
+    from unseen.data import load_dataset
+
+    tree = export_digits(tmp_path / "digits")
+    first = sorted(p.relative_to(tree) for p in tree.rglob("*.png"))
+    assert export_digits(tree) == tree and sorted(p.relative_to(tree) for p in tree.rglob("*.png")) == first
+    data = load_dataset(DataParams(name="imagefolder", root=str(tree), image_mode="L", download=False))
+    digits = load_digits()
+    assert (len(data.train.labels), len(data.test.labels)) == (1437, 360) and data.classes == [str(d) for d in range(10)]
+    assert np.bincount(data.test.labels).min() >= 35  # stratified: every digit in the test split
+    split = data.train if (tree / "train" / str(digits.target[5]) / "0005.png").exists() else data.test
+    expected = torch.from_numpy(np.rint(digits.images[5] * 255 / 16).astype(np.uint8))
+    rows = [i for i in range(len(split.labels)) if torch.equal(split.images[i, 0], expected)]
+    assert rows and all(split.labels[i] == digits.target[5] for i in rows)
