@@ -1,5 +1,7 @@
 """UNSEEN selection: exact budgets, class balance, alignment, diversity, adaptive regions, ablations, determinism."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -301,6 +303,26 @@ def test_difficulty_power_schedule_sets_the_class_budgets_power_by_prune_ratio()
     hardness = np.where(labels == 1, 0.9, 0.1)
     assert list(difficulty_class_budgets(labels, hardness, 20, 2, power=1.0)) == [2, 18]  # sizes x 0.1 : 0.9 of 20
     assert list(difficulty_class_budgets(labels, hardness, 20, 2, power=0.0)) == list(class_budgets(labels, 20, 2)) == [10, 10]
+
+
+def test_hard_cutoff_schedule_cuts_each_class_hardest_fraction_from_its_prune_ratio():
+    """{0.9: 0.3}: auto (the label issues) below 90% pruning, each class's hardest 30% from there."""
+    from unseen.selection.objective import cut_flags
+
+    flagged = np.zeros(100, dtype=bool)
+    flagged[[3, 97]] = True
+    below, at = (SelectParams(hard_cutoff={0.9: 0.3}, prune_ratio=r) for r in (0.7, 0.9))
+    assert (below.cutoff, at.cutoff) == ("auto", 0.3)
+    assert UnseenObjective.from_params(below).hard_cutoff == 0.0 and cut_flags(below, flagged) is flagged
+    assert UnseenObjective.from_params(at).hard_cutoff == 0.3 and cut_flags(at, flagged) is None
+    labels = np.repeat([0, 1], 50)
+    scores = np.tile(np.linspace(0.0, 1.0, 50), 2)  # each class: the hardest 15 are its last 15 rows
+    features = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    picked = select_coreset(scores, features, labels, 10, objective=UnseenObjective.from_params(at)).selected
+    assert picked.sum() == 10 and not picked[np.r_[35:50, 85:100]].any()
+    cutting = dataclasses.replace(UnseenObjective.from_params(below), label_issues="cut")  # auto would keep 2% as a stratum
+    cut = select_coreset(scores, features, labels, 10, objective=cutting, flagged=cut_flags(below, flagged))
+    assert not cut.selected[[3, 97]].any() and cut.selected[np.r_[35:50, 85:100]].any()
 
 
 def test_greedy_picks_and_terms_on_a_hand_checked_case():

@@ -61,7 +61,7 @@ def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.
 def label_issues_input(params: Params, dataset: ImageDataset) -> np.ndarray | None:
     """With `select.hard_cutoff: auto`: the samples that `label_issue` of select.score's variant flags, in
     train-split order; None otherwise."""
-    if params.select.hard_cutoff != "auto":
+    if params.select.cutoff != "auto":
         return None
     path = params.output("scores.parquet")
     table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from unseen.config.runtime import IncrementParams, OrchestrationParams, Section, TrackingParams
+from unseen.config.schedules import Cutoff, Power, Ratio, Tilt, at_prune_ratio
 
 STAGES = ("features", "scores", "select", "retrain")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -168,21 +169,11 @@ class ScoresParams(Section):
         return min(first for first, _ in windows), max(last for _, last in windows)
 
 
-Tilt = Annotated[float, Field(ge=0, le=1)]
-"""`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
-Ratio = Annotated[float, Field(ge=0, lt=1)]
-
-
-def at_prune_ratio(schedule: dict[float, float], prune_ratio: float, below: float) -> float:
-    """A schedule's entry with the largest prune ratio not above `prune_ratio`; `below` under all of them."""
-    return next((schedule[r] for r in sorted(schedule, reverse=True) if r <= prune_ratio), below)
-
-
 class SelectParams(Section):
     method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = "el2n_unseen"
-    hard_cutoff: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = "auto"  # auto: the label issues of select.score's variant
+    hard_cutoff: Cutoff | dict[Ratio, Cutoff] = "auto"  # auto: the label issues of select.score's variant; or a schedule (auto below all)
     label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
     label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
     label_issues: Literal["cut", "stratum", "auto"] = "auto"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
@@ -192,7 +183,7 @@ class SelectParams(Section):
     diversity_weight: float = Field(0.5, ge=0)
     adaptive: bool = True
     regions_per_class: int = Field(1, ge=1)
-    difficulty_power: Annotated[float, Field(ge=0)] | dict[Ratio, Annotated[float, Field(ge=0)]] = 1.0
+    difficulty_power: Power | dict[Ratio, Power] = 1.0
     density_power: float = Field(1.0, ge=0)
     fourier_features: int = Field(128, ge=8)
     coverage_strata: int = Field(50, ge=0)
@@ -225,13 +216,17 @@ class SelectParams(Section):
     @property
     def tilt(self) -> float:
         """`coverage_tilt` at this prune ratio: a number, the prune ratio itself, or a schedule's entry (0 below all)."""
-        tilt = self.prune_ratio if self.coverage_tilt == "prune_ratio" else self.coverage_tilt
-        return at_prune_ratio(tilt, self.prune_ratio, 0.0) if isinstance(tilt, dict) else tilt
+        return at_prune_ratio(self.prune_ratio if self.coverage_tilt == "prune_ratio" else self.coverage_tilt, self.prune_ratio, 0.0)
 
     @property
     def power(self) -> float:
         """`difficulty_power` at this prune ratio: a number, or a schedule's entry as for `tilt` (1 below all of them)."""
-        return at_prune_ratio(self.difficulty_power, self.prune_ratio, 1.0) if isinstance(self.difficulty_power, dict) else self.difficulty_power
+        return at_prune_ratio(self.difficulty_power, self.prune_ratio, 1.0)
+
+    @property
+    def cutoff(self) -> float | Literal["auto"]:
+        """`hard_cutoff` at this prune ratio: a fraction, auto, or a schedule's entry as for `tilt` (auto below all)."""
+        return at_prune_ratio(self.hard_cutoff, self.prune_ratio, "auto")
 
     @property
     def score_name(self) -> str:
@@ -263,7 +258,7 @@ class Params(Section):
             raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scores.scores {list(self.scores.score_names)}")
         if variant == "seen" and not self.scores.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
-        auto, select = self.select.hard_cutoff == "auto", self.select
+        auto, select = self.select.cutoff == "auto", self.select
         for needed, score, what, instead in (
             (auto, "label_issue", "select.hard_cutoff 'auto' cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
             (auto and select.label_issue_max_probability is not None, "loss", "select.label_issue_max_probability reads the held-out probability of the label from the loss score", "set select.label_issue_max_probability to null (every flagged sample cut)"),

@@ -69,7 +69,7 @@ class UnseenObjective:
             regions_per_class=select.regions_per_class,
             difficulty_power=select.power,
             density_power=select.density_power,
-            hard_cutoff=0.0 if select.hard_cutoff == "auto" else select.hard_cutoff,
+            hard_cutoff=0.0 if select.cutoff == "auto" else select.cutoff,
             label_issues=select.label_issues,
             label_issue_rate=select.label_issue_rate,
             fourier_dim=select.fourier_features,
@@ -93,7 +93,7 @@ def label_issue_handling(objective: UnseenObjective, flagged: np.ndarray | None)
 
 def cut_flags(params: SelectParams, flagged: np.ndarray | None) -> np.ndarray | None:
     """The flagged samples to cut: `flagged` with `hard_cutoff: auto`, none otherwise."""
-    if params.hard_cutoff != "auto":
+    if params.cutoff != "auto":
         return None
     if flagged is None:
         raise ValueError("select.hard_cutoff 'auto' cuts the samples flagged as label issues: pass flagged (the label_issue score)")

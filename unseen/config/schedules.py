@@ -1,0 +1,22 @@
+"""Select knobs that may change with the prune ratio: a value, or a schedule {prune ratio: value}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+Ratio = Annotated[float, Field(ge=0, lt=1)]
+Tilt = Annotated[float, Field(ge=0, le=1)]
+"""`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
+Power = Annotated[float, Field(ge=0)]
+Cutoff = Annotated[float, Field(ge=0, lt=1)] | Literal["auto"]
+"""`select.hard_cutoff`: the fraction of each class's hardest samples never kept, or auto (the label issues)."""
+
+
+def at_prune_ratio(value: Any, prune_ratio: float, below: Any) -> Any:
+    """A knob's value at `prune_ratio`: the value itself, or a schedule's entry with the largest prune ratio not above
+    it (`below` under all of them)."""
+    if not isinstance(value, dict):
+        return value
+    return next((value[r] for r in sorted(value, reverse=True) if r <= prune_ratio), below)
