@@ -55,9 +55,15 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
         f"train split), {'one more coverage stratum' if metrics['label_issues_as_stratum'] else 'cut'}: {int(metrics['label_issues_kept'])} of "
         f"them kept (select.label_issues: {params.select.label_issues}; select_report.json)"
     ]
+    cutoff = params.select.cutoff
+    hardest = [] if cutoff == "auto" or not cutoff else [
+        f"each class's hardest {cutoff:.0%} by {params.select.score} never kept (select.hard_cutoff at this prune ratio; "
+        "cut_per_class in select_report.json)"
+    ]
     return [
         f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})",
         *flagged,
+        *hardest,
         f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}",
         f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}",
         f"margin over random: {100 * (metrics['test_accuracy_coreset'] - metrics['test_accuracy_random']):+.2f} points; "

@@ -148,3 +148,13 @@ def test_select_stage_runs_baselines_and_multi_step_with_tracked_steps(pipeline_
         handled[handling] = json.loads((tmp / "outputs" / "select_report.json").read_text())
         assert handled[handling]["label_issues_handled_as"] == handling and handled[handling]["label_issues_flagged"] == report["label_issues_flagged"]
     assert handled["cut"]["label_issues_kept"] == 0 and 0 < handled["stratum"]["label_issues_kept"] <= report["label_issues_flagged"]
+
+
+def test_the_summary_says_when_a_schedule_cuts_each_class_hardest_fraction():
+    from flows.summary import result_lines
+    from unseen.config import Params
+
+    metrics = {"coreset_size": 100, "train_size": 1000, "test_accuracy_coreset": 0.8, "test_accuracy_random": 0.79, "model_version": 1}
+    lines = {r: "\n".join(result_lines(Params.model_validate({"select": {"prune_ratio": r, "hard_cutoff": {0.9: 0.3}}}), metrics))
+             for r in (0.5, 0.9)}
+    assert "hardest 30% by el2n_unseen never kept" in lines[0.9] and "hardest" not in lines[0.5]
