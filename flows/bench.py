@@ -47,7 +47,9 @@ def prepare_seed(params: Params, tracker: Tracker) -> dict[str, float]:
     skipped when already done.
 
     Returns the seconds they cost (scoring: every scoring model's training and recording, read back from the
-    per-model cache, so a resumed seed reports its full cost, not only what this run trained).
+    per-model cache, so a resumed seed reports its full cost, not only what this run trained). The features are
+    extracted from scratch: their kept cache goes first, or a kept extractor would embed the unchanged split in a
+    fraction of a second (`increment`) and the cost table would charge that.
     """
     costs_path = params.output("seed_costs.json")
     hashes = {stage: params.stage_hash(stage) for stage in ("features", "scores")}
@@ -57,6 +59,7 @@ def prepare_seed(params: Params, tracker: Tracker) -> dict[str, float]:
             return saved["seconds"]
     with tracker.child_run(f"seed-{params.seed}", stage="bench-seed", seed=str(params.seed)) as seed_run:
         seed_tracker = dataclasses.replace(tracker, run_id=seed_run)
+        shutil.rmtree(params.output("cache", "features"), ignore_errors=True)
         features = features_stage(params, seed_tracker)
         scores_stage(params, seed_tracker)
         dataset = dataset_for(params)

@@ -173,7 +173,7 @@ class SelectParams(Section):
     method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = "el2n_unseen"
-    hard_cutoff: Cutoff | dict[Ratio, Cutoff] = Field(default_factory=lambda: {0.9: 0.3})  # auto: the label issues; a fraction; a schedule
+    hard_cutoff: Cutoff | dict[Ratio, Cutoff] = "auto"  # auto: the label issues of select.score's variant; a fraction; or a schedule
     label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
     label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
     label_issues: Literal["cut", "stratum", "auto"] = "auto"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
