@@ -34,6 +34,7 @@ from flows.prune import DEFAULT_RUNNER
 from flows.stages import features_stage, scores_stage
 from tasks.bench import SHARED_TABLES, cell_task
 from tasks.common import dataset_for
+from tasks.increment import increment_plan
 from tasks.runners import map_on_workers, set_torch_threads, workers_reach_this_api
 from tasks.scores import model_cache_path, read_record
 from tasks.tracking import Tracker, pipeline_run
@@ -47,24 +48,24 @@ def prepare_seed(params: Params, tracker: Tracker) -> dict[str, float]:
     skipped when already done.
 
     Returns the seconds they cost (scoring: every scoring model's training and recording, read back from the
-    per-model cache, so a resumed seed reports its full cost, not only what this run trained). The features are
-    extracted from scratch: their kept cache goes first, or a kept extractor would embed the unchanged split in a
-    fraction of a second (`increment`) and the cost table would charge that.
+    per-model cache, so a resumed seed reports its full cost, not only what this run trained). When a kept extractor
+    embeds the unchanged split (`increment`, after a params change), the features keep the cost of the extraction
+    that made that extractor, or the cost table would charge a fraction of a second.
     """
     costs_path = params.output("seed_costs.json")
     hashes = {stage: params.stage_hash(stage) for stage in ("features", "scores")}
-    if costs_path.is_file() and all(params.output(name).is_file() for name in SHARED_TABLES):
-        saved = json.loads(costs_path.read_text())
-        if saved["hashes"] == hashes:
-            return saved["seconds"]
+    saved = json.loads(costs_path.read_text()) if costs_path.is_file() else None
+    if saved is not None and saved["hashes"] == hashes and all(params.output(name).is_file() for name in SHARED_TABLES):
+        return saved["seconds"]
+    kept_extractor = increment_plan(params, dataset_for(params)).incremental
     with tracker.child_run(f"seed-{params.seed}", stage="bench-seed", seed=str(params.seed)) as seed_run:
         seed_tracker = dataclasses.replace(tracker, run_id=seed_run)
-        shutil.rmtree(params.output("cache", "features"), ignore_errors=True)
         features = features_stage(params, seed_tracker)
         scores_stage(params, seed_tracker)
         dataset = dataset_for(params)
         records = [read_record(params, dataset, model_cache_path(params, dataset, m)) for m in scoring_models(params.scores)]
-        seconds = {"features_seconds": features.compute_seconds, "scoring_seconds": sum(r.train_seconds + r.record_seconds for r in records)}
+        extraction = saved["seconds"]["features_seconds"] if kept_extractor and saved is not None else features.compute_seconds
+        seconds = {"features_seconds": extraction, "scoring_seconds": sum(r.train_seconds + r.record_seconds for r in records)}
         tracker.log_metrics(seed_run, seconds)
     write_json(costs_path, {"hashes": hashes, "seconds": seconds})
     return seconds

@@ -186,3 +186,27 @@ def test_digits_tree_loads_through_the_image_folder_path_with_the_digits_own_pix
     expected = torch.from_numpy(np.rint(digits.images[5] * 255 / 16).astype(np.uint8))
     rows = [i for i in range(len(split.labels)) if torch.equal(split.images[i, 0], expected)]
     assert rows and all(split.labels[i] == digits.target[5] for i in rows)
+
+
+def test_a_seed_whose_kept_extractor_embeds_it_keeps_the_cost_of_the_extraction(tmp_path, fashion_root, prefect_api):
+    """After a params change that keeps the recipe (here increment.max_growth), the features stage embeds the split
+    with the kept extractor in a fraction of the time; the cost table must still charge the extraction."""
+    from prefect import flow
+
+    from flows.bench import prepare_seed
+    from tasks.tracking import pipeline_run
+    from unseen.config import Params
+
+    tree = tiny_params(tmp_path, fashion_root)
+    first_params = Params.model_validate(tree)
+    changed = Params.model_validate({**tree, "increment": {"enabled": True, "max_growth": 0.3}})
+    assert changed.stage_hash("features") != first_params.stage_hash("features")
+
+    @flow
+    def twice() -> tuple[dict, dict]:
+        with pipeline_run(first_params, "bench-test") as tracker:
+            return prepare_seed(first_params, tracker), prepare_seed(changed, tracker)
+
+    first, again = twice()
+    assert again["features_seconds"] == first["features_seconds"] > 0
+    assert json.loads(changed.output("seed_costs.json").read_text())["hashes"]["features"] == changed.stage_hash("features")
