@@ -50,13 +50,17 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     """The coreset, both test accuracies, the margin next to the seed noise, and the registered model."""
     if "test_accuracy_coreset" not in metrics:
         return []
-    flagged = [] if "label_issues_flagged" not in metrics else [
-        f"label issues the held-out models find: {int(metrics['label_issues_flagged'])} ({metrics['label_issues_flagged_fraction']:.1%} of the "
-        f"train split), {'one more coverage stratum' if metrics['label_issues_as_stratum'] else 'cut'}: {int(metrics['label_issues_kept'])} of "
-        f"them kept (select.label_issues: {params.select.label_issues}; select_report.json)"
-    ]
     cutoff = params.select.cutoff
-    hardest = [] if cutoff == "auto" or not cutoff else [
+    found, setting = (
+        ("samples the held-out models misclassify", "select.hard_cutoff: misclassified at this prune ratio") if cutoff == "misclassified"
+        else ("label issues the held-out models find", f"select.label_issues: {params.select.label_issues}")
+    )
+    flagged = [] if "label_issues_flagged" not in metrics else [
+        f"{found}: {int(metrics['label_issues_flagged'])} ({metrics['label_issues_flagged_fraction']:.1%} of the "
+        f"train split), {'one more coverage stratum' if metrics['label_issues_as_stratum'] else 'cut'}: {int(metrics['label_issues_kept'])} of "
+        f"them kept ({setting}; select_report.json)"
+    ]
+    hardest = [] if isinstance(cutoff, str) or not cutoff else [
         f"each class's hardest {cutoff:.0%} by {params.select.score} never kept (select.hard_cutoff at this prune ratio; "
         "cut_per_class in select_report.json)"
     ]

@@ -15,7 +15,7 @@ from tasks.common import dataset_for
 from tasks.increment import keep_copy, last_coreset, selection_plan
 from tasks.scores import read_record, scoring_model_task_for
 from tasks.tracking import Tracker
-from unseen.checks import label_issues_input, scores_input
+from unseen.checks import cut_flags_input, scores_input
 from unseen.features import read_features
 from unseen.config import Params
 from unseen.data import ImageDataset
@@ -43,7 +43,7 @@ def select_task(
     pool = test_embedding if params.select.target_pool == "test" else None
     started = time.perf_counter()
     held_out = difficulty(values, params.select.score)
-    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=label_issues_input(params, dataset), seed=params.seed)
+    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=cut_flags_input(params, dataset), seed=params.seed)
     keeps = plan is not None and plan.keeps
     if keeps:
         coreset = select_added(params.select, plan.kept, plan.added, held_out, features, labels, **kwargs)

@@ -260,7 +260,7 @@ def test_probe_scores_from_embeddings_are_held_out_deterministic_and_find_flippe
         np.testing.assert_array_equal(values, again.columns[name], err_msg=name)
     assert set(table.folds[:, 0]) == {0, 1, 2} and {"el2n_unseen_std", "aum_seen", "forgetting_unseen", "label_issue_unseen"} <= set(table.columns)
     assert roc_auc_score(flipped, table.columns["el2n_unseen"]) > 0.9
-    assert table.label_issues(SelectParams(label_issue_max_probability=None))[flipped].mean() > 0.6
+    assert table.cut_flags(SelectParams(label_issue_max_probability=None))[flipped].mean() > 0.6
     record = probe_record(x, labels, np.arange(len(x)), ScoringModel("unseen", 0, 1), params, num_classes=3, seed=0, device=torch.device("cpu"))
     assert not record.trained_on[record.sample_ids].any() and record.logits.shape == (3, len(record.sample_ids), 3)
     with pytest.raises(ValueError, match="one embedding row per train sample"):

@@ -17,7 +17,7 @@ from unseen.budgets import budget_for, class_budgets
 from unseen.config import ParamsError, Params
 from unseen.data import ImageDataset
 from unseen.features import FeatureError, load_pretrained, read_features
-from unseen.scores import label_issue_flags, resolve_score
+from unseen.scores import cut_flag_columns, cut_flags_of, resolve_score
 from unseen.selection import METHODS
 from unseen.tables import CORESET, SCORES, TableError, finite_or_raise, read_table, same_ids_or_raise
 
@@ -58,20 +58,18 @@ def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.
     return ids, table.column("label").to_numpy().astype(np.int64), values
 
 
-def label_issues_input(params: Params, dataset: ImageDataset) -> np.ndarray | None:
-    """With `select.hard_cutoff: auto`: the samples that `label_issue` of select.score's variant flags, in
-    train-split order; None otherwise."""
-    if params.select.cutoff != "auto":
+def cut_flags_input(params: Params, dataset: ImageDataset) -> np.ndarray | None:
+    """With `select.hard_cutoff` auto or misclassified: the samples it never keeps (`unseen.scores.cut_flags_of`), in
+    train-split order; None for a fraction."""
+    columns = cut_flag_columns(params.select)
+    if not columns:
         return None
     path = params.output("scores.parquet")
     table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))
-    variant = params.select.score.rpartition("_")[2]
-    limit, rank = params.select.label_issue_max_probability, params.select.label_issue_min_rank
-    columns = [f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else []), *([f"label_rank_{variant}"] if rank is not None else [])]
     for column in columns:
         if column not in table.column_names:
             raise TableError(f"{path}: no column {column!r}; add {column.rpartition('_')[0]} to scores.scores and {SCORES.rerun}")
-    return label_issue_flags({column: table.column(column).to_numpy() for column in columns}, params.select.score, limit, rank)
+    return cut_flags_of({column: table.column(column).to_numpy() for column in columns}, params.select)
 
 
 def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:

@@ -10,8 +10,11 @@ Ratio = Annotated[float, Field(ge=0, lt=1)]
 Tilt = Annotated[float, Field(ge=0, le=1)]
 """`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
 Power = Annotated[float, Field(ge=0)]
-Cutoff = Annotated[float, Field(ge=0, lt=1)] | Literal["auto"]
-"""`select.hard_cutoff`: the fraction of each class's hardest samples never kept, or auto (the label issues)."""
+FlagCut = Literal["auto", "misclassified"]
+"""`select.hard_cutoff` kinds that never keep flagged samples: auto (the label issues) or misclassified (every sample
+the held-out models misclassify: as many of each class as its held-out error rate)."""
+Cutoff = Annotated[float, Field(ge=0, lt=1)] | FlagCut
+"""`select.hard_cutoff`: the fraction of each class's hardest samples never kept, or a FlagCut."""
 
 
 def at_prune_ratio(value: Any, prune_ratio: float, below: Any) -> Any:

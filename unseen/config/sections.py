@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from unseen.config.runtime import IncrementParams, OrchestrationParams, Section, TrackingParams
-from unseen.config.schedules import Cutoff, Power, Ratio, Tilt, at_prune_ratio
+from unseen.config.schedules import Cutoff, FlagCut, Power, Ratio, Tilt, at_prune_ratio
 
 STAGES = ("features", "scores", "select", "retrain")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -173,7 +173,7 @@ class SelectParams(Section):
     method: str = Field("unseen", pattern=r"^[a-z][a-z0-9_]*$")
     prune_ratio: float = Field(0.5, gt=0, lt=1)
     score: str = "el2n_unseen"
-    hard_cutoff: Cutoff | dict[Ratio, Cutoff] = "auto"  # auto: the label issues of select.score's variant; a fraction; or a schedule
+    hard_cutoff: Cutoff | dict[Ratio, Cutoff] = "auto"  # auto: the label issues of select.score's variant; misclassified; a fraction; or a schedule
     label_issue_max_probability: Annotated[float, Field(gt=0, le=1)] | None = 0.1  # auto cuts a flagged sample only below this held-out probability of its label
     label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
     label_issues: Literal["cut", "stratum", "auto"] = "auto"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
@@ -224,8 +224,9 @@ class SelectParams(Section):
         return at_prune_ratio(self.difficulty_power, self.prune_ratio, 1.0)
 
     @property
-    def cutoff(self) -> float | Literal["auto"]:
-        """`hard_cutoff` at this prune ratio: a fraction, auto, or a schedule's entry as for `tilt` (auto below all)."""
+    def cutoff(self) -> float | FlagCut:
+        """`hard_cutoff` at this prune ratio: a fraction, auto, misclassified, or a schedule's entry as for `tilt` (auto
+        below all)."""
         return at_prune_ratio(self.hard_cutoff, self.prune_ratio, "auto")
 
     @property
@@ -258,9 +259,10 @@ class Params(Section):
             raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scores.scores {list(self.scores.score_names)}")
         if variant == "seen" and not self.scores.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
-        auto, select = self.select.cutoff == "auto", self.select
+        auto, misclassified, select = self.select.cutoff == "auto", self.select.cutoff == "misclassified", self.select
         for needed, score, what, instead in (
             (auto, "label_issue", "select.hard_cutoff 'auto' cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
+            (misclassified, "margin", "select.hard_cutoff 'misclassified' cuts the samples whose held-out margin is negative", "set select.hard_cutoff to auto or a fraction"),
             (auto and select.label_issue_max_probability is not None, "loss", "select.label_issue_max_probability reads the held-out probability of the label from the loss score", "set select.label_issue_max_probability to null (every flagged sample cut)"),
             (auto and select.label_issue_min_rank is not None, "label_rank", "select.label_issue_min_rank reads the rank of the label from the label_rank score", "set select.label_issue_min_rank to null (any rank cut)"),
         ):

@@ -6,7 +6,10 @@
 `save_record`, `combine_records`) one model at a time.
 """
 
-from unseen.scores.functions import SCORES, ScoreError, ScoreSpec, difficulty, label_issue_flags, register_score, resolve_score
+from unseen.scores.functions import (
+    SCORES, ScoreError, ScoreSpec, cut_flag_columns, cut_flags_of, difficulty, label_issue_flags, misclassified_flags, register_score,
+    resolve_score,
+)
 from unseen.scores.records import (
     ModelRecord,
     ScoringModel,
@@ -33,7 +36,10 @@ __all__ = [
     "difficulty",
     "embedding_scores",
     "histogram_rows",
+    "cut_flag_columns",
+    "cut_flags_of",
     "label_issue_flags",
+    "misclassified_flags",
     "load_record",
     "probe_record",
     "record_scores",

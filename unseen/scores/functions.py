@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unseen.config import InputError
+from unseen.config import InputError, SelectParams
 
 ScoreFn = Callable[..., np.ndarray]
 
@@ -196,6 +196,34 @@ def label_issue_flags(
     if min_rank is not None:
         flags &= columns[f"label_rank_{variant}"] >= min_rank
     return flags
+
+
+def misclassified_flags(columns: dict[str, np.ndarray], score_column: str) -> np.ndarray:
+    """The samples the models of `score_column`'s variant misclassify: a negative margin (another class's logit above
+    the label's at the window's last epoch, averaged over repeats). Held out, each class loses as many as its held-out
+    error rate: few where the classes are told apart, more where they overlap."""
+    return columns[f"margin_{score_column.rpartition('_')[2]}"] < 0
+
+
+def cut_flags_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
+    """The samples `select.hard_cutoff` never keeps when it is auto (the label issues, under their probability and rank
+    limits) or misclassified; None for a fraction."""
+    if select.cutoff == "misclassified":
+        return misclassified_flags(columns, select.score)
+    if select.cutoff == "auto":
+        return label_issue_flags(columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
+    return None
+
+
+def cut_flag_columns(select: SelectParams) -> list[str]:
+    """The scores.parquet columns `cut_flags_of` reads for `select`."""
+    variant = select.score.rpartition("_")[2]
+    if select.cutoff == "misclassified":
+        return [f"margin_{variant}"]
+    if select.cutoff != "auto":
+        return []
+    limit, rank = select.label_issue_max_probability, select.label_issue_min_rank
+    return [f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else []), *([f"label_rank_{variant}"] if rank is not None else [])]
 
 
 def difficulty(table_column: np.ndarray, column_name: str) -> np.ndarray:

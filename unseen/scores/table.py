@@ -10,7 +10,7 @@ import torch
 
 from unseen.config import ScoresParams, SelectParams
 from unseen.data import ImageDataset
-from unseen.scores.functions import ScoreError, difficulty, label_issue_flags, resolve_score
+from unseen.scores.functions import ScoreError, cut_flags_of, difficulty, resolve_score
 from unseen.scores.records import ModelRecord, ScoringModel, probe_record, scoring_models, train_scoring_model
 from unseen.scores.scoring import sample_scores, whole_set_scores
 from unseen.training import EpochCallback
@@ -30,10 +30,9 @@ class ScoreTable:
         """One score column oriented so that higher = harder, whatever the score's own direction."""
         return difficulty(self.columns[column], column)
 
-    def label_issues(self, select: SelectParams) -> np.ndarray:
-        """The label issues that `select.hard_cutoff: auto` acts on: flagged in select.score's variant, under its
-        probability and rank limits."""
-        return label_issue_flags(self.columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
+    def cut_flags(self, select: SelectParams) -> np.ndarray | None:
+        """The samples `select.hard_cutoff` auto or misclassified never keeps (`unseen.scores.cut_flags_of`)."""
+        return cut_flags_of(self.columns, select)
 
     def oriented(self) -> dict[str, np.ndarray]:
         """Every mean column (not the `_std` ones), oriented so that higher = harder."""

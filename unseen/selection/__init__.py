@@ -65,7 +65,8 @@ def select(
 
     difficulty: (N,) the `params.score` column oriented higher = harder. features: (N, D) embeddings; baselines see
     them standardized per dimension. pool_features: unlabeled features for `target_pool: test` (UNSEEN only).
-    flagged: (N,) bool, likely label errors (the `label_issue` score), never kept when `params.hard_cutoff` is "auto".
+    flagged: (N,) bool, never kept when `params.hard_cutoff` is auto (likely label errors, the `label_issue` score) or
+    misclassified (a negative held-out margin): `unseen.scores.cut_flags_of`.
     """
     if params.selection_steps > 1:
         raise ValueError(

@@ -64,7 +64,7 @@ def select_step(
     """Step `step` of `params.steps`: (the coreset after it, the step each sample joined at, -1 = not kept).
 
     joined: the previous step's result (None at step 1); the samples it kept stay kept. flagged: label issues, cut
-    with `hard_cutoff: auto` (see `unseen.selection.cut_flags`).
+    with `hard_cutoff` auto or misclassified (see `unseen.selection.cut_flags`).
     """
     sizes = step_budgets(budget_for(len(labels), params.prune_ratio), params.steps, params.step_schedule)
     kept = None if joined is None else joined >= 1

@@ -69,8 +69,8 @@ class UnseenObjective:
             regions_per_class=select.regions_per_class,
             difficulty_power=select.power,
             density_power=select.density_power,
-            hard_cutoff=0.0 if select.cutoff == "auto" else select.cutoff,
-            label_issues=select.label_issues,
+            hard_cutoff=0.0 if isinstance(select.cutoff, str) else select.cutoff,
+            label_issues="cut" if select.cutoff == "misclassified" else select.label_issues,
             label_issue_rate=select.label_issue_rate,
             fourier_dim=select.fourier_features,
             coverage_strata=select.coverage_strata,
@@ -92,11 +92,13 @@ def label_issue_handling(objective: UnseenObjective, flagged: np.ndarray | None)
 
 
 def cut_flags(params: SelectParams, flagged: np.ndarray | None) -> np.ndarray | None:
-    """The flagged samples to cut: `flagged` with `hard_cutoff: auto`, none otherwise."""
-    if params.cutoff != "auto":
+    """The flagged samples to cut: `flagged` with `hard_cutoff` auto or misclassified, none with a fraction."""
+    if not isinstance(params.cutoff, str):
         return None
     if flagged is None:
-        raise ValueError("select.hard_cutoff 'auto' cuts the samples flagged as label issues: pass flagged (the label_issue score)")
+        raise ValueError(
+            f"select.hard_cutoff {params.cutoff!r} cuts flagged samples: pass flagged (unseen.scores.cut_flags_of, or ScoreTable.cut_flags)"
+        )
     return np.asarray(flagged, dtype=bool)
 
 
