@@ -10,18 +10,15 @@ Writes benchmarks/results/<sweep>_label_issues_s<seed>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.machine import machine
-from benchmarks.sweep import Cell, cell_params, load_sweep, seed_params
-from unseen.data import load_dataset
+from benchmarks.seed_files import cell_coresets, seed_scores
 from unseen.io import write_json
 from unseen.scores import label_issue_flags
-from unseen.tables import CORESET, SCORES, positions_of, read_table
+from unseen.tables import CORESET, positions_of, read_table
 
 LIMITS = (0.02, 0.05, 0.1, 0.2, 0.3)
 QUANTILES = (0.1, 0.5, 0.9)
@@ -40,32 +37,17 @@ def _cut(cut: np.ndarray, flipped: np.ndarray) -> dict[str, int]:
 def _coresets(sweep, params, seed: int, sample_ids: np.ndarray, flipped: np.ndarray) -> dict[str, dict[str, int]]:
     """Per cell with a coreset.parquet: its size, the flipped labels its cut left, and how many of those it keeps."""
     found = {}
-    for method in sweep.methods:
-        for ratio in sweep.prune_ratios:
-            path = cell_params(sweep, params, Cell(method, ratio, seed), pool_size=len(sample_ids)).output("coreset.parquet")
-            if not Path(path).is_file():
-                continue
-            table = read_table(CORESET, path)
-            rows = flipped[positions_of(sample_ids, table.column("sample_id").to_numpy(), str(path))]
-            selected, cut = (table.column(name).to_numpy(zero_copy_only=False) for name in ("selected", "cut_as_hardest"))
-            found[f"{method}/p{round(ratio * 100):02d}"] = {
-                "kept": int(selected.sum()), "flipped_left_by_cut": int((rows & ~cut).sum()), "flipped_kept": int((rows & selected).sum()),
-            }
+    for key, path in cell_coresets(sweep, params, seed, pool_size=len(sample_ids)).items():
+        table = read_table(CORESET, path)
+        rows = flipped[positions_of(sample_ids, table.column("sample_id").to_numpy(), str(path))]
+        selected, cut = (table.column(name).to_numpy(zero_copy_only=False) for name in ("selected", "cut_as_hardest"))
+        found[key] = {"kept": int(selected.sum()), "flipped_left_by_cut": int((rows & ~cut).sum()), "flipped_kept": int((rows & selected).sum())}
     return found
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="the sweep file, e.g. benchmarks/pilot_power_noise.yaml")
-    parser.add_argument("--seed", type=int, required=True, help="one of the sweep's seeds")
-    args = parser.parse_args()
-    sweep = load_sweep(args.config)
-    params = seed_params(sweep, args.seed)
+    args, sweep, params, dataset, table = seed_scores(__doc__.splitlines()[0], "benchmarks/pilot_power_noise.yaml")
     path = params.output("scores.parquet")
-    if not Path(path).is_file():
-        raise SystemExit(f"{path}: no scores for seed {args.seed}; run `unseen bench --config {args.config}` first")
-    dataset = load_dataset(params.data, params.seed)
-    table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint)
     variant = params.select.score.rpartition("_")[2]
     names = (f"label_issue_{variant}", f"loss_{variant}")
     if missing := [name for name in names if name not in table.column_names]:

@@ -113,6 +113,22 @@ def test_report_is_generated_from_the_table_by_the_command(sweep_run):
     assert (path.parent / "benchmarks" / "tiny_scores_distributions.png").stat().st_size > 0
 
 
+def test_kept_difficulty_reads_every_coreset_of_a_seed(sweep_run, monkeypatch):
+    """benchmarks/kept_difficulty.py on a finished sweep's seed: one entry per cell, bands that add up to the coreset."""
+    from benchmarks.kept_difficulty import class_percentiles, main
+
+    assert class_percentiles(np.array([3.0, 1.0, 2.0, 5.0, 5.0]), np.array([0, 0, 0, 1, 1])).tolist() == [1.0, 0.0, 0.5, 0.0, 1.0]
+    tmp, config, _ = sweep_run
+    monkeypatch.setattr(sys, "argv", ["kept_difficulty.py", "--config", str(config), "--seed", "0"])
+    main()
+    result = json.loads((tmp / "results" / "tiny_kept_difficulty_s0.json").read_text())
+    assert set(result["coresets"]) == {f"{method}/p{ratio}" for method in ("random", "unseen", "cnn") for ratio in ("50", "90")}
+    assert 0 < result["misclassified"] < result["samples"] == 1000 and len(result["held_out_error_per_class"]) == 10
+    for key, cell in result["coresets"].items():
+        assert sum(cell["kept_per_band"]) == cell["kept"] == (500 if key.endswith("p50") else 100)
+        assert 0 <= cell["misclassified_kept"] <= min(cell["kept"], result["misclassified"])
+
+
 def test_fixed_iterations_and_invalid_methods(tmp_path, fashion_root):
     recipe = TrainRecipe(epochs=10, batch_size=100)
     assert retrain_epochs(recipe, 1000, 1000, "fixed_iterations") == 10

@@ -150,7 +150,7 @@ def test_select_stage_runs_baselines_and_multi_step_with_tracked_steps(pipeline_
     assert handled["cut"]["label_issues_kept"] == 0 and 0 < handled["stratum"]["label_issues_kept"] <= report["label_issues_flagged"]
 
 
-def test_the_summary_says_when_a_schedule_cuts_each_class_hardest_fraction():
+def test_the_summary_says_what_a_hard_cutoff_schedule_cuts():
     from flows.summary import result_lines
     from unseen.config import Params
 
@@ -158,3 +158,8 @@ def test_the_summary_says_when_a_schedule_cuts_each_class_hardest_fraction():
     lines = {r: "\n".join(result_lines(Params.model_validate({"select": {"prune_ratio": r, "hard_cutoff": {0.9: 0.3}}}), metrics))
              for r in (0.5, 0.9)}
     assert "hardest 30% by el2n_unseen never kept" in lines[0.9] and "hardest" not in lines[0.5]
+    flagged = {"label_issues_flagged": 110, "label_issues_flagged_fraction": 0.11, "label_issues_as_stratum": 0, "label_issues_kept": 0}
+    lines = {r: "\n".join(result_lines(Params.model_validate({"select": {"prune_ratio": r, "hard_cutoff": {0.9: "misclassified"}}}), metrics | flagged))
+             for r in (0.5, 0.9)}
+    assert "samples the held-out models misclassify: 110 (11.0% of the train split), cut: 0 of them kept" in lines[0.9]
+    assert "label issues the held-out models find: 110" in lines[0.5] and "misclassify" not in lines[0.5]

@@ -63,6 +63,21 @@ def test_label_rank_and_the_flags_it_limits():
     assert list(label_issue_flags(columns, "el2n_unseen", max_probability=0.1, min_rank=3)) == [False, False, True]
 
 
+def test_cut_flags_follow_the_hard_cutoff_kind():
+    """auto: the label issues under their limits; misclassified: a negative held-out margin, whatever cleanlab says."""
+    from unseen.scores import cut_flag_columns, cut_flags_of
+
+    columns = {"label_issue_unseen": np.array([1.0, 1.0, 0.0, 0.0]), "loss_unseen": np.array([0.1, 3.0, 1.0, 0.2]),
+               "margin_unseen": np.array([-0.5, -2.0, -0.1, 0.0])}
+    auto, misclassified, fraction = (SelectParams(hard_cutoff=cut) for cut in ("auto", "misclassified", 0.2))
+    assert cut_flags_of(columns, auto).tolist() == [False, True, False, False]  # exp(-0.1) is above the 0.1 limit
+    assert cut_flags_of(columns, misclassified).tolist() == [True, True, True, False]  # a zero margin is a tie, not a mistake
+    assert cut_flags_of(columns, fraction) is None
+    assert [cut_flag_columns(p) for p in (auto, misclassified, fraction)] == [["label_issue_unseen", "loss_unseen"], ["margin_unseen"], []]
+    seen = SelectParams(hard_cutoff="misclassified", score="el2n_seen")
+    assert cut_flag_columns(seen) == ["margin_seen"]
+
+
 def test_forgetting_counts_transitions_and_ranks_never_learned_highest():
     # correctness over 4 epochs: learned-forgotten-learned-forgotten (2 events); always right (0); never right (-> 4)
     right, wrong = [1.0, 0.0], [0.0, 1.0]

@@ -325,6 +325,26 @@ def test_hard_cutoff_schedule_cuts_each_class_hardest_fraction_from_its_prune_ra
     assert not cut.selected[[3, 97]].any() and cut.selected[np.r_[35:50, 85:100]].any()
 
 
+def test_misclassified_cutoff_never_keeps_the_flagged_samples_however_few():
+    """{0.9: misclassified}: from 90% pruning the flagged (held-out misclassified) samples are cut, even where auto would
+    keep so few of them as a coverage stratum; below 90% auto applies."""
+    from unseen.selection.objective import cut_flags
+
+    flagged = np.zeros(100, dtype=bool)
+    flagged[[3, 97]] = True  # 2%: auto keeps them as a stratum (under label_issue_rate 5%)
+    below, at = (SelectParams(hard_cutoff={0.9: "misclassified"}, prune_ratio=r) for r in (0.7, 0.9))
+    assert (below.cutoff, at.cutoff) == ("auto", "misclassified")
+    objective = UnseenObjective.from_params(at)
+    assert (objective.hard_cutoff, objective.label_issues) == (0.0, "cut") and cut_flags(at, flagged) is flagged
+    labels = np.repeat([0, 1], 50)
+    scores = np.tile(np.linspace(0.0, 1.0, 50), 2)
+    features = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    stratum = select_coreset(scores, features, labels, 60, objective=UnseenObjective.from_params(below), flagged=cut_flags(below, flagged))
+    cut = select_coreset(scores, features, labels, 60, objective=objective, flagged=cut_flags(at, flagged))
+    assert stratum.selected[[3, 97]].all() and not cut.selected[[3, 97]].any() and cut.cut_as_hardest[[3, 97]].all()
+    assert cut.selected.sum() == 60
+
+
 def test_greedy_picks_and_terms_on_a_hand_checked_case():
     from unseen.selection.picks import GainWeights, _greedy
 
