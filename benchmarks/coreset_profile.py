@@ -63,7 +63,7 @@ def main() -> None:
 
     (coreset, _), select_seconds, select_top = profiled(lambda: select_multistep(
         params.select, table.difficulty(params.select.score), train, labels, step_scorer, num_classes=dataset.num_classes,
-        pool_features=pool, flagged=table.cut_flags(params.select), seed=params.seed,
+        pool_features=pool, flagged=table.cut_flags(params.select), misclassified=table.oversampled_candidates(params.select), seed=params.seed,
     ))
     result = {
         "command": " ".join(["python benchmarks/coreset_profile.py", *overrides]),

@@ -61,7 +61,8 @@ def run_one(n: int, threads: int) -> None:
     table = embedding_scores(x, labels, scores_params, seed=0, num_classes=CLASSES)
     scored = time.perf_counter()
     coreset = select(
-        select_params, table.difficulty(select_params.score), x, labels, num_classes=CLASSES, flagged=table.cut_flags(select_params)
+        select_params, table.difficulty(select_params.score), x, labels, num_classes=CLASSES, flagged=table.cut_flags(select_params),
+        misclassified=table.oversampled_candidates(select_params),
     )
     done = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

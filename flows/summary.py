@@ -60,6 +60,11 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
         f"train split), {'one more coverage stratum' if metrics['label_issues_as_stratum'] else 'cut'}: {int(metrics['label_issues_kept'])} of "
         f"them kept ({setting}; select_report.json)"
     ]
+    oversampled = [] if "misclassified_kept" not in metrics else [
+        f"samples the held-out models misclassify: {int(metrics['misclassified'])} ({metrics['misclassified'] / metrics['train_size']:.1%} of the "
+        f"train split), {int(metrics['misclassified_kept'])} kept ({metrics['misclassified_kept'] / metrics['coreset_size']:.1%} of the coreset; "
+        "select.hard_cutoff: oversampled cuts them where auto's coreset would keep a larger share)"
+    ]
     hardest = [] if isinstance(cutoff, str) or not cutoff else [
         f"each class's hardest {cutoff:.0%} by {params.select.score} never kept (select.hard_cutoff at this prune ratio; "
         "cut_per_class in select_report.json)"
@@ -67,6 +72,7 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     return [
         f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})",
         *flagged,
+        *oversampled,
         *hardest,
         f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}",
         f"test accuracy, random subset of the same size, same recipe and seed: {metrics['test_accuracy_random']:.4f}",

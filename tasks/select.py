@@ -43,7 +43,8 @@ def select_task(
     pool = test_embedding if params.select.target_pool == "test" else None
     started = time.perf_counter()
     held_out = difficulty(values, params.select.score)
-    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=cut_flags_input(params, dataset), seed=params.seed)
+    flagged, misclassified = cut_flags_input(params, dataset)
+    kwargs = dict(num_classes=dataset.num_classes, pool_features=pool, flagged=flagged, misclassified=misclassified, seed=params.seed)
     keeps = plan is not None and plan.keeps
     if keeps:
         coreset = select_added(params.select, plan.kept, plan.added, held_out, features, labels, **kwargs)
@@ -61,7 +62,7 @@ def select_task(
         if step < params.select.selection_steps:
             return time.perf_counter() - started, {}, joined
     random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
-    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=kwargs["flagged"], select=params.select)
+    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=flagged, select=params.select, misclassified=misclassified)
     compute = time.perf_counter() - started
     report["selected_incrementally"] = int(keeps)
     columns = coreset.table_columns(

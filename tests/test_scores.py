@@ -65,7 +65,7 @@ def test_label_rank_and_the_flags_it_limits():
 
 def test_cut_flags_follow_the_hard_cutoff_kind():
     """auto: the label issues under their limits; misclassified: a negative held-out margin, whatever cleanlab says."""
-    from unseen.scores import cut_flag_columns, cut_flags_of
+    from unseen.scores import cut_flag_columns, cut_flags_of, oversampled_candidates_of
 
     columns = {"label_issue_unseen": np.array([1.0, 1.0, 0.0, 0.0]), "loss_unseen": np.array([0.1, 3.0, 1.0, 0.2]),
                "margin_unseen": np.array([-0.5, -2.0, -0.1, 0.0])}
@@ -76,6 +76,10 @@ def test_cut_flags_follow_the_hard_cutoff_kind():
     assert [cut_flag_columns(p) for p in (auto, misclassified, fraction)] == [["label_issue_unseen", "loss_unseen"], ["margin_unseen"], []]
     seen = SelectParams(hard_cutoff="misclassified", score="el2n_seen")
     assert cut_flag_columns(seen) == ["margin_seen"]
+    oversampled = SelectParams(hard_cutoff="oversampled")  # auto's label issues, and the misclassified it may cut too
+    assert cut_flags_of(columns, oversampled).tolist() == cut_flags_of(columns, auto).tolist()
+    assert oversampled_candidates_of(columns, oversampled).tolist() == [True, True, True, False]
+    assert oversampled_candidates_of(columns, auto) is None and cut_flag_columns(oversampled)[-1] == "margin_unseen"
 
 
 def test_forgetting_counts_transitions_and_ranks_never_learned_highest():

@@ -345,6 +345,29 @@ def test_misclassified_cutoff_never_keeps_the_flagged_samples_however_few():
     assert cut.selected.sum() == 60
 
 
+def test_oversampled_cuts_the_misclassified_only_where_the_coverage_over_samples_them():
+    """{0.9: oversampled}: where auto's coreset keeps a larger share of the misclassified samples than the data holds (a
+    sparse hard tail that equal stratum shares keep whole), they are cut; where it keeps fewer, the coreset is auto's."""
+    from unseen.selection import cut_if_oversampled
+    from unseen.selection.objective import cut_flags
+
+    params = SelectParams(hard_cutoff={0.9: "oversampled"}, prune_ratio=0.9)
+    objective, auto = UnseenObjective.from_params(params), UnseenObjective.from_params(params.model_copy(update={"hard_cutoff": "auto"}))
+    assert params.cutoff == "oversampled" and objective.cut_oversampled and not auto.cut_oversampled
+    labels = np.repeat([0, 1], 100)
+    scores = np.tile(np.r_[np.linspace(0.0, 0.3, 90), np.linspace(0.7, 1.4, 10)], 2)  # each class: 10 sparse hard samples
+    features = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    flagged = cut_flags(params, np.zeros(200, dtype=bool))
+    hard_tail, easiest = scores > 0.5, np.tile(np.arange(100) < 10, 2)
+    plain = select_coreset(scores, features, labels, 40, objective=auto, flagged=flagged)
+    assert plain.selected[hard_tail].sum() > 0.1 * 40  # auto keeps the tail (nearly) whole: more than its 10% share
+    cut = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=flagged, misclassified=hard_tail)
+    assert cut.selected.sum() == 40 and not cut.selected[hard_tail].any() and cut.cut_as_hardest[hard_tail].all()
+    assert plain.selected[easiest].sum() < 0.1 * 40  # auto keeps fewer of the easiest tenth than their share
+    kept = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=flagged, misclassified=easiest)
+    np.testing.assert_array_equal(kept.selected, plain.selected)
+
+
 def test_greedy_picks_and_terms_on_a_hand_checked_case():
     from unseen.selection.picks import GainWeights, _greedy
 

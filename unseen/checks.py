@@ -17,7 +17,7 @@ from unseen.budgets import budget_for, class_budgets
 from unseen.config import ParamsError, Params
 from unseen.data import ImageDataset
 from unseen.features import FeatureError, load_pretrained, read_features
-from unseen.scores import cut_flag_columns, cut_flags_of, resolve_score
+from unseen.scores import cut_flag_columns, cut_flags_of, oversampled_candidates_of, resolve_score
 from unseen.selection import METHODS
 from unseen.tables import CORESET, SCORES, TableError, finite_or_raise, read_table, same_ids_or_raise
 
@@ -58,18 +58,19 @@ def scores_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray, np.
     return ids, table.column("label").to_numpy().astype(np.int64), values
 
 
-def cut_flags_input(params: Params, dataset: ImageDataset) -> np.ndarray | None:
-    """With `select.hard_cutoff` auto or misclassified: the samples it never keeps (`unseen.scores.cut_flags_of`), in
-    train-split order; None for a fraction."""
+def cut_flags_input(params: Params, dataset: ImageDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """With `select.hard_cutoff` auto, misclassified or oversampled: (the samples it never keeps, the samples oversampled
+    may cut too: `unseen.scores.cut_flags_of`, `oversampled_candidates_of`), in train-split order; Nones for a fraction."""
     columns = cut_flag_columns(params.select)
     if not columns:
-        return None
+        return None, None
     path = params.output("scores.parquet")
     table = read_table(SCORES, path, data_fingerprint=dataset.fingerprint, params_hash=params.stage_hash("scores"))
     for column in columns:
         if column not in table.column_names:
             raise TableError(f"{path}: no column {column!r}; add {column.rpartition('_')[0]} to scores.scores and {SCORES.rerun}")
-    return cut_flags_of({column: table.column(column).to_numpy() for column in columns}, params.select)
+    values = {column: table.column(column).to_numpy() for column in columns}
+    return cut_flags_of(values, params.select), oversampled_candidates_of(values, params.select)
 
 
 def coreset_input(params: Params, dataset: ImageDataset) -> pa.Table:

@@ -10,9 +10,10 @@ Ratio = Annotated[float, Field(ge=0, lt=1)]
 Tilt = Annotated[float, Field(ge=0, le=1)]
 """`select.coverage_tilt`: stratum quotas in proportion to stratum size**tilt (0: equal shares, 1: as the data)."""
 Power = Annotated[float, Field(ge=0)]
-FlagCut = Literal["auto", "misclassified"]
-"""`select.hard_cutoff` kinds that never keep flagged samples: auto (the label issues) or misclassified (every sample
-the held-out models misclassify: as many of each class as its held-out error rate)."""
+FlagCut = Literal["auto", "misclassified", "oversampled"]
+"""`select.hard_cutoff` kinds that never keep flagged samples: auto (the label issues), misclassified (every sample the
+held-out models misclassify: as many of each class as its held-out error rate), or oversampled (auto, unless auto's
+UNSEEN coreset keeps a larger share of misclassified samples than the train split holds: then they are cut too)."""
 Cutoff = Annotated[float, Field(ge=0, lt=1)] | FlagCut
 """`select.hard_cutoff`: the fraction of each class's hardest samples never kept, or a FlagCut."""
 

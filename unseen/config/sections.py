@@ -259,10 +259,11 @@ class Params(Section):
             raise ValueError(f"select.score {self.select.score!r}: {stem!r} is not in scores.scores {list(self.scores.score_names)}")
         if variant == "seen" and not self.scores.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
-        auto, misclassified, select = self.select.cutoff == "auto", self.select.cutoff == "misclassified", self.select
+        select = self.select
+        auto, misclassified = select.cutoff in ("auto", "oversampled"), select.cutoff in ("misclassified", "oversampled")
         for needed, score, what, instead in (
             (auto, "label_issue", "select.hard_cutoff 'auto' cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
-            (misclassified, "margin", "select.hard_cutoff 'misclassified' cuts the samples whose held-out margin is negative", "set select.hard_cutoff to auto or a fraction"),
+            (misclassified, "margin", f"select.hard_cutoff {select.cutoff!r} cuts the samples whose held-out margin is negative", "set select.hard_cutoff to auto or a fraction"),
             (auto and select.label_issue_max_probability is not None, "loss", "select.label_issue_max_probability reads the held-out probability of the label from the loss score", "set select.label_issue_max_probability to null (every flagged sample cut)"),
             (auto and select.label_issue_min_rank is not None, "label_rank", "select.label_issue_min_rank reads the rank of the label from the label_rank score", "set select.label_issue_min_rank to null (any rank cut)"),
         ):

@@ -7,7 +7,8 @@
 """
 
 from unseen.scores.functions import (
-    SCORES, ScoreError, ScoreSpec, cut_flag_columns, cut_flags_of, difficulty, label_issue_flags, misclassified_flags, register_score,
+    SCORES, ScoreError, ScoreSpec, cut_flag_columns, cut_flags_of, difficulty, label_issue_flags, misclassified_flags, oversampled_candidates_of,
+    register_score,
     resolve_score,
 )
 from unseen.scores.records import (
@@ -40,6 +41,7 @@ __all__ = [
     "cut_flags_of",
     "label_issue_flags",
     "misclassified_flags",
+    "oversampled_candidates_of",
     "load_record",
     "probe_record",
     "record_scores",

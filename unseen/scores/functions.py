@@ -206,24 +206,33 @@ def misclassified_flags(columns: dict[str, np.ndarray], score_column: str) -> np
 
 
 def cut_flags_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
-    """The samples `select.hard_cutoff` never keeps when it is auto (the label issues, under their probability and rank
-    limits) or misclassified; None for a fraction."""
+    """The samples `select.hard_cutoff` never keeps when it is auto or oversampled (the label issues, under their
+    probability and rank limits) or misclassified; None for a fraction."""
     if select.cutoff == "misclassified":
         return misclassified_flags(columns, select.score)
-    if select.cutoff == "auto":
+    if select.cutoff in ("auto", "oversampled"):
         return label_issue_flags(columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
     return None
 
 
+def oversampled_candidates_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
+    """With `select.hard_cutoff` oversampled: the samples the held-out models misclassify, which UNSEEN cuts too where
+    auto's coreset keeps more than their share of them; None otherwise."""
+    return misclassified_flags(columns, select.score) if select.cutoff == "oversampled" else None
+
+
 def cut_flag_columns(select: SelectParams) -> list[str]:
-    """The scores.parquet columns `cut_flags_of` reads for `select`."""
+    """The scores.parquet columns `cut_flags_of` and `oversampled_candidates_of` read for `select`."""
     variant = select.score.rpartition("_")[2]
     if select.cutoff == "misclassified":
         return [f"margin_{variant}"]
-    if select.cutoff != "auto":
+    if select.cutoff not in ("auto", "oversampled"):
         return []
     limit, rank = select.label_issue_max_probability, select.label_issue_min_rank
-    return [f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else []), *([f"label_rank_{variant}"] if rank is not None else [])]
+    return [
+        f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else []), *([f"label_rank_{variant}"] if rank is not None else []),
+        *([f"margin_{variant}"] if select.cutoff == "oversampled" else []),
+    ]
 
 
 def difficulty(table_column: np.ndarray, column_name: str) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 
 from unseen.config import ScoresParams, SelectParams
 from unseen.data import ImageDataset
-from unseen.scores.functions import ScoreError, cut_flags_of, difficulty, resolve_score
+from unseen.scores.functions import ScoreError, cut_flags_of, difficulty, oversampled_candidates_of, resolve_score
 from unseen.scores.records import ModelRecord, ScoringModel, probe_record, scoring_models, train_scoring_model
 from unseen.scores.scoring import sample_scores, whole_set_scores
 from unseen.training import EpochCallback
@@ -31,8 +31,12 @@ class ScoreTable:
         return difficulty(self.columns[column], column)
 
     def cut_flags(self, select: SelectParams) -> np.ndarray | None:
-        """The samples `select.hard_cutoff` auto or misclassified never keeps (`unseen.scores.cut_flags_of`)."""
+        """The samples `select.hard_cutoff` auto, misclassified or oversampled never keeps (`unseen.scores.cut_flags_of`)."""
         return cut_flags_of(self.columns, select)
+
+    def oversampled_candidates(self, select: SelectParams) -> np.ndarray | None:
+        """The samples `select.hard_cutoff` oversampled may cut too (`unseen.scores.oversampled_candidates_of`)."""
+        return oversampled_candidates_of(self.columns, select)
 
     def oriented(self) -> dict[str, np.ndarray]:
         """Every mean column (not the `_std` ones), oriented so that higher = harder."""

@@ -18,7 +18,7 @@ from unseen.selection.baselines import BASELINES, CLASS_BALANCED
 from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import mmd, standardize
 from unseen.selection.multistep import StepScorer, select_multistep, select_step, step_budgets, step_difficulty
-from unseen.selection.objective import UnseenObjective, cut_flags, label_issue_handling, select_coreset
+from unseen.selection.objective import UnseenObjective, cut_flags, cut_if_oversampled, label_issue_handling, select_coreset
 from unseen.selection.report import class_budget_rows, coreset_diff, selection_report
 
 METHODS = ("unseen", *BASELINES)
@@ -37,6 +37,7 @@ __all__ = [
     "label_issue_handling",
     "select",
     "select_coreset",
+    "cut_if_oversampled",
     "select_added",
     "select_multistep",
     "select_step",
@@ -59,6 +60,7 @@ def select(
     flagged: np.ndarray | None = None,
     seed: int = 0,
     budget: int | None = None,
+    misclassified: np.ndarray | None = None,
 ) -> Coreset:
     """The single-step coreset of `params.method` at `params.prune_ratio`, or of `budget` samples when given (UNSEEN
     with `steps > 1`: `select_multistep`).
@@ -66,7 +68,9 @@ def select(
     difficulty: (N,) the `params.score` column oriented higher = harder. features: (N, D) embeddings; baselines see
     them standardized per dimension. pool_features: unlabeled features for `target_pool: test` (UNSEEN only).
     flagged: (N,) bool, never kept when `params.hard_cutoff` is auto (likely label errors, the `label_issue` score) or
-    misclassified (a negative held-out margin): `unseen.scores.cut_flags_of`.
+    misclassified (a negative held-out margin): `unseen.scores.cut_flags_of`. misclassified: with `hard_cutoff`
+    oversampled, the samples UNSEEN cuts too where it would over-sample them (`unseen.scores.oversampled_candidates_of`;
+    the baselines cut the label issues only).
     """
     if params.selection_steps > 1:
         raise ValueError(
@@ -77,8 +81,9 @@ def select(
     flagged = cut_flags(params, flagged)
     if params.method == "unseen":
         objective = UnseenObjective.from_params(params)
-        return select_coreset(
-            difficulty, features, labels, budget, objective=objective, pool_features=pool_features, flagged=flagged, num_classes=num_classes, seed=seed
+        return cut_if_oversampled(
+            difficulty, features, labels, budget, objective=objective, pool_features=pool_features, flagged=flagged, num_classes=num_classes, seed=seed,
+            misclassified=misclassified,
         )
     if params.method not in BASELINES:
         raise ValueError(f"select.method: unknown method {params.method!r}; use one of: {', '.join(METHODS)}")
@@ -101,6 +106,7 @@ def select_added(
     pool_features: np.ndarray | None = None,
     flagged: np.ndarray | None = None,
     seed: int = 0,
+    misclassified: np.ndarray | None = None,
 ) -> Coreset:
     """Re-pruning a grown collection without selecting it all again: the earlier coreset (`kept`, (N,) bool) stays, and
     the samples added since (`added`) are selected among themselves by `params.method`, in one step, up to the grown
@@ -112,6 +118,7 @@ def select_added(
     picked = select(
         params.model_copy(update={"steps": 1}), difficulty[added], features[added], labels[added], num_classes=num_classes,
         pool_features=pool_features, flagged=None if flagged is None else flagged[added], seed=seed, budget=budget,
+        misclassified=None if misclassified is None else misclassified[added],
     )
     selected = kept.copy()
     selected[added] = picked.selected

@@ -16,7 +16,7 @@ import numpy as np
 from unseen.budgets import budget_for
 from unseen.config import SelectParams
 from unseen.selection.coreset import Coreset
-from unseen.selection.objective import UnseenObjective, cut_flags, select_coreset
+from unseen.selection.objective import UnseenObjective, cut_flags, cut_if_oversampled
 
 StepScorer = Callable[[int, np.ndarray], np.ndarray]
 """(step, kept) -> difficulty (higher = harder) of the samples not kept, in train-split order."""
@@ -60,18 +60,20 @@ def select_step(
     pool_features: np.ndarray | None = None,
     flagged: np.ndarray | None = None,
     seed: int = 0,
+    misclassified: np.ndarray | None = None,
 ) -> tuple[Coreset, np.ndarray]:
     """Step `step` of `params.steps`: (the coreset after it, the step each sample joined at, -1 = not kept).
 
     joined: the previous step's result (None at step 1); the samples it kept stay kept. flagged: label issues, cut
-    with `hard_cutoff` auto or misclassified (see `unseen.selection.cut_flags`).
+    with `hard_cutoff` auto or misclassified (see `unseen.selection.cut_flags`). misclassified: with `hard_cutoff`
+    oversampled, cut too at each step whose coreset would over-sample them (`unseen.selection.cut_if_oversampled`).
     """
     sizes = step_budgets(budget_for(len(labels), params.prune_ratio), params.steps, params.step_schedule)
     kept = None if joined is None else joined >= 1
-    coreset = select_coreset(
+    coreset = cut_if_oversampled(
         difficulty, features, labels, sizes[step - 1], objective=UnseenObjective.from_params(params),
         pool_features=pool_features, already_selected=kept, flagged=cut_flags(params, flagged),
-        num_classes=num_classes, seed=seed,
+        num_classes=num_classes, seed=seed, misclassified=misclassified,
     )
     grown = np.full(len(labels), -1, dtype=np.int64) if joined is None else joined.copy()
     grown[coreset.selected & (grown < 1)] = step
@@ -89,9 +91,10 @@ def select_multistep(
     pool_features: np.ndarray | None = None,
     flagged: np.ndarray | None = None,
     seed: int = 0,
+    misclassified: np.ndarray | None = None,
 ) -> tuple[Coreset, np.ndarray]:
     """All `params.steps` steps in this process, `scorer` training each later step's model (notebooks, benchmark cells)."""
-    kwargs = dict(num_classes=num_classes, pool_features=pool_features, flagged=flagged, seed=seed)
+    kwargs = dict(num_classes=num_classes, pool_features=pool_features, flagged=flagged, seed=seed, misclassified=misclassified)
     coreset, joined = select_step(params, 1, held_out, features, labels, None, **kwargs)
     step_scores: list[np.ndarray] = []
     for step in range(2, params.steps + 1):

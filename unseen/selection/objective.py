@@ -57,6 +57,7 @@ class UnseenObjective:
     coverage_tilt: float = 0.0  # stratum quotas in proportion to stratum size**tilt: 0 = CCS's equal shares, 1 = as the data
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
     score_bins: int = 50  # class_budgets coverage: the strata of the whole data set's held-out range (CCS's, select.score_bins)
+    cut_oversampled: bool = False  # hard_cutoff oversampled: select again with the misclassified cut where they are oversampled
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -78,6 +79,7 @@ class UnseenObjective:
             coverage_tilt=select.tilt,
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
+            cut_oversampled=select.cutoff == "oversampled",
         )
 
 
@@ -180,6 +182,22 @@ def select_coreset(
         for name, values in picked.items():
             columns[name][members] = values
     return Coreset(class_budget=budgets[labels].astype(np.int32), **columns)
+
+
+def cut_if_oversampled(
+    scores: np.ndarray, features: np.ndarray, labels: np.ndarray, budget: int, *, objective: UnseenObjective,
+    misclassified: np.ndarray | None = None, flagged: np.ndarray | None = None, **kwargs,
+) -> Coreset:
+    """`select_coreset`; with `objective.cut_oversampled`, again with the `misclassified` samples cut too when it keeps a
+    larger share of them than `labels` holds. The equal stratum shares keep the sparse hard end of a class whole, which a
+    large set whose classes overlap fills with samples the held-out models get wrong (README, "90% pruning"); a set they
+    tell apart keeps fewer than their share, and its coreset stays as it was."""
+    plain = replace(objective, cut_oversampled=False)
+    coreset = select_coreset(scores, features, labels, budget, objective=plain, flagged=flagged, **kwargs)
+    if not objective.cut_oversampled or misclassified is None or misclassified[coreset.selected].mean() <= misclassified.mean():
+        return coreset
+    cut = misclassified if flagged is None else flagged | misclassified
+    return select_coreset(scores, features, labels, budget, objective=replace(plain, label_issues="cut"), flagged=cut, **kwargs)
 
 
 def _class_budgets(

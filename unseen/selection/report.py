@@ -27,7 +27,7 @@ def mmd_to_train_and_test(
 
 def selection_report(
     coreset: Coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0,
-    flagged: np.ndarray | None = None, select: SelectParams | None = None,
+    flagged: np.ndarray | None = None, select: SelectParams | None = None, misclassified: np.ndarray | None = None,
 ) -> dict:
     """Alignment diagnostics of a coreset next to the same-size random subset: MMD to the train and test
     features, per-class counts, the histogram of region keep ratios (how unevenly regions were pruned), and the
@@ -44,6 +44,9 @@ def selection_report(
         report.update(label_issues_flagged=int(flagged.sum()), label_issues_flagged_fraction=round(float(flagged.mean()), 4),
                       label_issues_handled_as=label_issues, label_issues_as_stratum=int(label_issues == "stratum"),
                       label_issues_kept=int((flagged & coreset.selected).sum()))
+    if misclassified is not None:  # hard_cutoff oversampled: cut where the coverage would over-sample them
+        report.update(misclassified=int(misclassified.sum()), misclassified_cut=int((misclassified & coreset.cut_as_hardest).sum()),
+                      misclassified_kept=int((misclassified & coreset.selected).sum()))
     regions = coreset.region >= 0
     if regions.any():
         keys = labels[regions].astype(np.int64) * 65536 + coreset.region[regions]
