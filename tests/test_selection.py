@@ -366,6 +366,15 @@ def test_oversampled_cuts_the_misclassified_only_where_the_coverage_over_samples
     assert plain.selected[easiest].sum() < 0.1 * 40  # auto keeps fewer of the easiest tenth than their share
     kept = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=flagged, misclassified=easiest)
     np.testing.assert_array_equal(kept.selected, plain.selected)
+    from unseen.selection import random_baseline, selection_report
+
+    issues = np.zeros(200, dtype=bool)
+    issues[99] = True  # a label issue in the tail: auto keeps it as a stratum (0.5% of the samples), the cut takes it
+    for coreset, handled in ((cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=issues, misclassified=hard_tail), "cut"),
+                             (cut_if_oversampled(scores, features, labels, 40, objective=auto, flagged=issues), "stratum")):
+        report = selection_report(coreset, random_baseline(labels, coreset, 2, 0), features, features[:20], labels, flagged=issues, select=params,
+                                  misclassified=hard_tail)
+        assert report["label_issues_handled_as"] == handled and report["misclassified_kept"] == int(coreset.selected[hard_tail].sum())
 
 
 def test_greedy_picks_and_terms_on_a_hand_checked_case():

@@ -41,6 +41,8 @@ def selection_report(
     if flagged is not None:
         unseen = select is not None and select.method == "unseen"  # the baselines cut them
         label_issues = label_issue_handling(UnseenObjective.from_params(select), flagged) if unseen else "cut"
+        if (flagged & coreset.cut_as_hardest).any():  # a stratum is never cut: hard_cutoff oversampled selected again, cutting them
+            label_issues = "cut"
         report.update(label_issues_flagged=int(flagged.sum()), label_issues_flagged_fraction=round(float(flagged.mean()), 4),
                       label_issues_handled_as=label_issues, label_issues_as_stratum=int(label_issues == "stratum"),
                       label_issues_kept=int((flagged & coreset.selected).sum()))
