@@ -16,6 +16,7 @@ from benchmarks.machine import machine
 from benchmarks.seed_files import cell_coresets, seed_scores
 from unseen.io import write_json
 from unseen.scores import difficulty, misclassified_flags
+from unseen.selection.common import rank_within_class
 from unseen.tables import CORESET, positions_of, read_table
 
 BANDS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -23,12 +24,8 @@ BANDS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 def class_percentiles(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each sample's difficulty rank within its class, from 0 (easiest) to 1 (hardest); ties by index."""
-    percentile = np.zeros(len(values))
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        ranks = np.lexsort((members, values[members])).argsort()
-        percentile[members] = ranks / max(len(members) - 1, 1)
-    return percentile
+    sizes = np.bincount(labels)[labels]
+    return rank_within_class(labels, values) / np.maximum(sizes - 1, 1)
 
 
 def main() -> None:

@@ -262,7 +262,7 @@ class Params(Section):
         select = self.select
         auto, misclassified = select.cutoff in ("auto", "oversampled"), select.cutoff in ("misclassified", "oversampled")
         for needed, score, what, instead in (
-            (auto, "label_issue", "select.hard_cutoff 'auto' cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
+            (auto, "label_issue", f"select.hard_cutoff {select.cutoff!r} cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
             (misclassified, "margin", f"select.hard_cutoff {select.cutoff!r} cuts the samples whose held-out margin is negative", "set select.hard_cutoff to auto or a fraction"),
             (auto and select.label_issue_max_probability is not None, "loss", "select.label_issue_max_probability reads the held-out probability of the label from the loss score", "set select.label_issue_max_probability to null (every flagged sample cut)"),
             (auto and select.label_issue_min_rank is not None, "label_rank", "select.label_issue_min_rank reads the rank of the label from the label_rank score", "set select.label_issue_min_rank to null (any rank cut)"),

@@ -8,8 +8,7 @@
 
 from unseen.scores.functions import (
     SCORES, ScoreError, ScoreSpec, cut_flag_columns, cut_flags_of, difficulty, label_issue_flags, misclassified_flags, oversampled_candidates_of,
-    register_score,
-    resolve_score,
+    register_score, resolve_score,
 )
 from unseen.scores.records import (
     ModelRecord,

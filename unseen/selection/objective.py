@@ -94,7 +94,7 @@ def label_issue_handling(objective: UnseenObjective, flagged: np.ndarray | None)
 
 
 def cut_flags(params: SelectParams, flagged: np.ndarray | None) -> np.ndarray | None:
-    """The flagged samples to cut: `flagged` with `hard_cutoff` auto or misclassified, none with a fraction."""
+    """The flagged samples to cut: `flagged` with `hard_cutoff` auto, misclassified or oversampled, none with a fraction."""
     if not isinstance(params.cutoff, str):
         return None
     if flagged is None:
