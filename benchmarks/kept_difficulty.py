@@ -1,5 +1,6 @@
 """Where each coreset of one sweep seed sits in its classes' held-out difficulty, and how many of the samples the
-held-out models misclassify (a negative held-out margin, what `select.hard_cutoff: misclassified` cuts) it keeps:
+held-out models misclassify (a negative held-out margin, what `select.hard_cutoff: misclassified` cuts) it keeps and
+its cut left (`hard_cutoff: oversampled` compares the two shares):
 per cell, the kept samples in each band of within-class difficulty rank by `select.score` (0-25, 25-50, 50-75, 75-90
 and 90-100%; a uniform draw keeps 25/25/25/15/10% of its samples in them), and the held-out error rate of every class.
 Usage: .venv/bin/python benchmarks/kept_difficulty.py --config benchmarks/pilot_misclassified_digits.yaml --seed 118
@@ -39,10 +40,12 @@ def main() -> None:
     cells = {}
     for key, path in cell_coresets(sweep, params, args.seed, pool_size=len(sample_ids)).items():
         coreset = read_table(CORESET, path)
-        kept = np.zeros(len(sample_ids), dtype=bool)
-        kept[positions_of(sample_ids, coreset.column("sample_id").to_numpy(), str(path))] = coreset.column("selected").to_numpy(zero_copy_only=False)
+        kept, cut = np.zeros(len(sample_ids), dtype=bool), np.zeros(len(sample_ids), dtype=bool)
+        rows = positions_of(sample_ids, coreset.column("sample_id").to_numpy(), str(path))
+        kept[rows], cut[rows] = (coreset.column(name).to_numpy(zero_copy_only=False) for name in ("selected", "cut_as_hardest"))
         cells[key] = {
             "kept": int(kept.sum()), "misclassified_kept": int((kept & misclassified).sum()),
+            "left_by_cut": int((~cut).sum()), "misclassified_left_by_cut": int((misclassified & ~cut).sum()),
             "kept_per_band": np.histogram(percentile[kept], bins=BANDS)[0].tolist(),
         }
     result = {

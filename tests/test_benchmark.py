@@ -127,6 +127,7 @@ def test_kept_difficulty_reads_every_coreset_of_a_seed(sweep_run, monkeypatch):
     for key, cell in result["coresets"].items():
         assert sum(cell["kept_per_band"]) == cell["kept"] == (500 if key.endswith("p50") else 100)
         assert 0 <= cell["misclassified_kept"] <= min(cell["kept"], result["misclassified"])
+        assert cell["misclassified_left_by_cut"] <= min(cell["left_by_cut"], result["misclassified"]) and cell["left_by_cut"] >= cell["kept"]
 
 
 def test_fixed_iterations_and_invalid_methods(tmp_path, fashion_root):

@@ -377,6 +377,26 @@ def test_oversampled_cuts_the_misclassified_only_where_the_coverage_over_samples
         assert report["label_issues_handled_as"] == handled and report["misclassified_kept"] == int(coreset.selected[hard_tail].sum())
 
 
+def test_oversampled_compares_with_the_samples_the_label_issue_cut_left():
+    """Noisy labels: the cut takes most misclassified samples, so a coreset can hold fewer than the split's share and
+    still over-sample those the cut left (the misclassified true samples and the noise it missed); they are cut too."""
+    from unseen.selection import cut_if_oversampled
+    from unseen.selection.objective import cut_flags
+
+    params = SelectParams(hard_cutoff="oversampled", prune_ratio=0.8)
+    objective, auto = UnseenObjective.from_params(params), UnseenObjective.from_params(params.model_copy(update={"hard_cutoff": "auto"}))
+    labels = np.repeat([0, 1], 100)
+    scores = np.tile(np.r_[np.linspace(0.0, 0.3, 40), np.linspace(0.7, 1.4, 10), np.linspace(1.5, 2.0, 50)], 2)
+    features = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    issues = np.tile(np.arange(100) >= 50, 2)  # half of each class flagged: the labels count as noisy and are cut
+    misclassified = np.tile(np.arange(100) >= 40, 2)  # the flagged and the sparse tail the cut left
+    plain = select_coreset(scores, features, labels, 40, objective=auto, flagged=cut_flags(params, issues))
+    assert plain.cut_as_hardest[issues].all() and misclassified[plain.selected].mean() <= misclassified.mean()
+    assert misclassified[plain.selected].mean() > misclassified[~plain.cut_as_hardest].mean()
+    cut = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=cut_flags(params, issues), misclassified=misclassified)
+    assert cut.selected.sum() == 40 and not cut.selected[misclassified].any() and cut.cut_as_hardest[misclassified].all()
+
+
 def test_greedy_picks_and_terms_on_a_hand_checked_case():
     from unseen.selection.picks import GainWeights, _greedy
 

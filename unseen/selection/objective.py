@@ -189,12 +189,15 @@ def cut_if_oversampled(
     misclassified: np.ndarray | None = None, flagged: np.ndarray | None = None, **kwargs,
 ) -> Coreset:
     """`select_coreset`; with `objective.cut_oversampled`, again with the `misclassified` samples cut too when it keeps a
-    larger share of them than `labels` holds. The equal stratum shares keep the sparse hard end of a class whole, which a
-    large set whose classes overlap fills with samples the held-out models get wrong (README, "90% pruning"); a set they
-    tell apart keeps fewer than their share, and its coreset stays as it was."""
+    larger share of them than the samples its cut left hold. The equal stratum shares keep the sparse hard end of a class
+    whole, which a large set whose classes overlap, or whose noisy labels the cut only thinned, fills with samples the
+    held-out models get wrong (README, "90% pruning"); a set they tell apart keeps fewer than their share, and its coreset
+    stays as it was."""
     plain = replace(objective, cut_oversampled=False)
     coreset = select_coreset(scores, features, labels, budget, objective=plain, flagged=flagged, **kwargs)
-    if not objective.cut_oversampled or misclassified is None or misclassified[coreset.selected].mean() <= misclassified.mean():
+    if not objective.cut_oversampled or misclassified is None:
+        return coreset
+    if misclassified[coreset.selected].mean() <= misclassified[~coreset.cut_as_hardest].mean():
         return coreset
     cut = misclassified if flagged is None else flagged | misclassified
     return select_coreset(scores, features, labels, budget, objective=replace(plain, label_issues="cut"), flagged=cut, **kwargs)
