@@ -63,7 +63,7 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     oversampled = [] if "misclassified_kept" not in metrics else [
         f"samples the held-out models misclassify: {int(metrics['misclassified'])} ({metrics['misclassified'] / metrics['train_size']:.1%} of the "
         f"train split), {int(metrics['misclassified_kept'])} kept ({metrics['misclassified_kept'] / metrics['coreset_size']:.1%} of the coreset; "
-        "select.hard_cutoff: oversampled cuts them where auto's coreset would keep a larger share)"
+        "select.hard_cutoff: oversampled cuts them where auto's coreset would keep a larger share than its cut left)"
     ]
     hardest = [] if isinstance(cutoff, str) or not cutoff else [
         f"each class's hardest {cutoff:.0%} by {params.select.score} never kept (select.hard_cutoff at this prune ratio; "

@@ -13,7 +13,8 @@ Power = Annotated[float, Field(ge=0)]
 FlagCut = Literal["auto", "misclassified", "oversampled"]
 """`select.hard_cutoff` kinds that never keep flagged samples: auto (the label issues), misclassified (every sample the
 held-out models misclassify: as many of each class as its held-out error rate), or oversampled (auto, unless auto's
-UNSEEN coreset keeps a larger share of misclassified samples than the train split holds: then they are cut too)."""
+UNSEEN coreset keeps a larger share of misclassified samples than the samples its cut left hold: then they are cut
+too)."""
 Cutoff = Annotated[float, Field(ge=0, lt=1)] | FlagCut
 """`select.hard_cutoff`: the fraction of each class's hardest samples never kept, or a FlagCut."""
 
