@@ -76,10 +76,11 @@ def test_cut_flags_follow_the_hard_cutoff_kind():
     assert [cut_flag_columns(p) for p in (auto, misclassified, fraction)] == [["label_issue_unseen", "loss_unseen"], ["margin_unseen"], []]
     seen = SelectParams(hard_cutoff="misclassified", score="el2n_seen")
     assert cut_flag_columns(seen) == ["margin_seen"]
-    oversampled = SelectParams(hard_cutoff="oversampled")  # auto's label issues, and the misclassified it may cut too
-    assert cut_flags_of(columns, oversampled).tolist() == cut_flags_of(columns, auto).tolist()
-    assert oversampled_candidates_of(columns, oversampled).tolist() == [True, True, True, False]
-    assert oversampled_candidates_of(columns, auto) is None and cut_flag_columns(oversampled)[-1] == "margin_unseen"
+    for kind in ("oversampled", "oversampled_noisy"):  # auto's label issues, and the misclassified it may cut too
+        oversampled = SelectParams(hard_cutoff=kind)
+        assert cut_flags_of(columns, oversampled).tolist() == cut_flags_of(columns, auto).tolist()
+        assert oversampled_candidates_of(columns, oversampled).tolist() == [True, True, True, False]
+        assert oversampled_candidates_of(columns, auto) is None and cut_flag_columns(oversampled)[-1] == "margin_unseen"
 
 
 def test_forgetting_counts_transitions_and_ranks_never_learned_highest():

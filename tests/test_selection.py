@@ -366,6 +366,9 @@ def test_oversampled_cuts_the_misclassified_only_where_the_coverage_over_samples
     assert plain.selected[easiest].sum() < 0.1 * 40  # auto keeps fewer of the easiest tenth than their share
     kept = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=flagged, misclassified=easiest)
     np.testing.assert_array_equal(kept.selected, plain.selected)
+    clean = UnseenObjective.from_params(params.model_copy(update={"hard_cutoff": "oversampled_noisy"}))  # no label issue cut: auto's
+    assert clean.cut_oversampled and clean.cut_oversampled_if_noisy
+    np.testing.assert_array_equal(cut_if_oversampled(scores, features, labels, 40, objective=clean, flagged=flagged, misclassified=hard_tail).selected, plain.selected)
     from unseen.selection import random_baseline, selection_report
 
     issues = np.zeros(200, dtype=bool)
@@ -395,6 +398,10 @@ def test_oversampled_compares_with_the_samples_the_label_issue_cut_left():
     assert misclassified[plain.selected].mean() > misclassified[~plain.cut_as_hardest].mean()
     cut = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=cut_flags(params, issues), misclassified=misclassified)
     assert cut.selected.sum() == 40 and not cut.selected[misclassified].any() and cut.cut_as_hardest[misclassified].all()
+    noisy = UnseenObjective.from_params(params.model_copy(update={"hard_cutoff": "oversampled_noisy"}))  # the label issues were cut
+    np.testing.assert_array_equal(
+        cut_if_oversampled(scores, features, labels, 40, objective=noisy, flagged=cut_flags(params, issues), misclassified=misclassified).selected, cut.selected,
+    )
 
 
 def test_greedy_picks_and_terms_on_a_hand_checked_case():

@@ -6,6 +6,7 @@ a named score or selection method exists is checked by `unseen.checks` against t
 
 from unseen.config.files import format_validation_error, load_params, read_yaml_mapping, validate_params
 from unseen.config.runtime import DaskParams, IncrementParams, InputError, OrchestrationParams, ParamsError, TrackingParams
+from unseen.config.schedules import LABEL_ISSUE_CUTS, OVERSAMPLED_CUTS
 from unseen.config.sections import (
     DATASETS,
     MODELS,
@@ -23,7 +24,9 @@ from unseen.config.sections import (
 
 __all__ = [
     "DATASETS",
+    "LABEL_ISSUE_CUTS",
     "MODELS",
+    "OVERSAMPLED_CUTS",
     "STAGES",
     "STAGE_PARAMS",
     "DaskParams",

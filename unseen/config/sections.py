@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from unseen.config.runtime import IncrementParams, OrchestrationParams, Section, TrackingParams
-from unseen.config.schedules import Cutoff, FlagCut, Power, Ratio, Tilt, at_prune_ratio
+from unseen.config.schedules import LABEL_ISSUE_CUTS, OVERSAMPLED_CUTS, Cutoff, FlagCut, Power, Ratio, Tilt, at_prune_ratio
 
 STAGES = ("features", "scores", "select", "retrain")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -260,7 +260,7 @@ class Params(Section):
         if variant == "seen" and not self.scores.seen:
             raise ValueError(f"select.score {self.select.score!r} needs scores.seen: true")
         select = self.select
-        auto, misclassified = select.cutoff in ("auto", "oversampled"), select.cutoff in ("misclassified", "oversampled")
+        auto, misclassified = select.cutoff in LABEL_ISSUE_CUTS, select.cutoff in ("misclassified", *OVERSAMPLED_CUTS)
         for needed, score, what, instead in (
             (auto, "label_issue", f"select.hard_cutoff {select.cutoff!r} cuts the samples that label_issue flags", "set select.hard_cutoff to a fraction (0 cuts nothing)"),
             (misclassified, "margin", f"select.hard_cutoff {select.cutoff!r} cuts the samples whose held-out margin is negative", "set select.hard_cutoff to auto or a fraction"),

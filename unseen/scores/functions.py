@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unseen.config import InputError, SelectParams
+from unseen.config import LABEL_ISSUE_CUTS, OVERSAMPLED_CUTS, InputError, SelectParams
 
 ScoreFn = Callable[..., np.ndarray]
 
@@ -207,18 +207,18 @@ def misclassified_flags(columns: dict[str, np.ndarray], score_column: str) -> np
 
 def cut_flags_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
     """The samples `select.hard_cutoff` never keeps when it is auto or oversampled (the label issues, under their
-    probability and rank limits) or misclassified; None for a fraction."""
+    probability and rank limits; also oversampled_noisy) or misclassified; None for a fraction."""
     if select.cutoff == "misclassified":
         return misclassified_flags(columns, select.score)
-    if select.cutoff in ("auto", "oversampled"):
+    if select.cutoff in LABEL_ISSUE_CUTS:
         return label_issue_flags(columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
     return None
 
 
 def oversampled_candidates_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
-    """With `select.hard_cutoff` oversampled: the samples the held-out models misclassify, which UNSEEN cuts too where
-    auto's coreset keeps more than their share of them; None otherwise."""
-    return misclassified_flags(columns, select.score) if select.cutoff == "oversampled" else None
+    """With `select.hard_cutoff` oversampled (or oversampled_noisy): the samples the held-out models misclassify, which
+    UNSEEN cuts too where auto's coreset keeps more than their share of them; None otherwise."""
+    return misclassified_flags(columns, select.score) if select.cutoff in OVERSAMPLED_CUTS else None
 
 
 def cut_flag_columns(select: SelectParams) -> list[str]:
@@ -226,12 +226,12 @@ def cut_flag_columns(select: SelectParams) -> list[str]:
     variant = select.score.rpartition("_")[2]
     if select.cutoff == "misclassified":
         return [f"margin_{variant}"]
-    if select.cutoff not in ("auto", "oversampled"):
+    if select.cutoff not in LABEL_ISSUE_CUTS:
         return []
     limit, rank = select.label_issue_max_probability, select.label_issue_min_rank
     return [
         f"label_issue_{variant}", *([f"loss_{variant}"] if limit is not None else []), *([f"label_rank_{variant}"] if rank is not None else []),
-        *([f"margin_{variant}"] if select.cutoff == "oversampled" else []),
+        *([f"margin_{variant}"] if select.cutoff in OVERSAMPLED_CUTS else []),
     ]
 
 

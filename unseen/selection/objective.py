@@ -30,7 +30,7 @@ from sklearn.metrics import pairwise_distances_argmin
 from unseen.budgets import (
     allocate, class_budgets, coverage_class_budgets, difficulty_class_budgets, rebalance, score_strata, stratified_quotas,
 )
-from unseen.config import SelectParams
+from unseen.config import OVERSAMPLED_CUTS, SelectParams
 from unseen.selection.common import difficulty_rank, hardest_cut
 from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import kernel_features
@@ -58,6 +58,7 @@ class UnseenObjective:
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
     score_bins: int = 50  # class_budgets coverage: the strata of the whole data set's held-out range (CCS's, select.score_bins)
     cut_oversampled: bool = False  # hard_cutoff oversampled: select again with the misclassified cut where they are oversampled
+    cut_oversampled_if_noisy: bool = False  # oversampled_noisy: only where the label issues were cut (noisy labels)
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -79,7 +80,8 @@ class UnseenObjective:
             coverage_tilt=select.tilt,
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
-            cut_oversampled=select.cutoff == "oversampled",
+            cut_oversampled=select.cutoff in OVERSAMPLED_CUTS,
+            cut_oversampled_if_noisy=select.cutoff == "oversampled_noisy",
         )
 
 
@@ -192,10 +194,10 @@ def cut_if_oversampled(
     larger share of them than the samples its cut left hold. The equal stratum shares keep the sparse hard end of a class
     whole, which a large set whose classes overlap, or whose noisy labels the cut only thinned, fills with samples the
     held-out models get wrong (README, "90% pruning"); a set they tell apart keeps fewer than their share, and its coreset
-    stays as it was."""
+    stays as it was. With `cut_oversampled_if_noisy`, only where the label issues were cut."""
     plain = replace(objective, cut_oversampled=False)
     coreset = select_coreset(scores, features, labels, budget, objective=plain, flagged=flagged, **kwargs)
-    if not objective.cut_oversampled or misclassified is None:
+    if not objective.cut_oversampled or misclassified is None or (objective.cut_oversampled_if_noisy and not coreset.cut_as_hardest.any()):
         return coreset
     if misclassified[coreset.selected].mean() <= misclassified[~coreset.cut_as_hardest].mean():
         return coreset
