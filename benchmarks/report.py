@@ -9,6 +9,7 @@ on any machine from what is committed (`unseen bench-report --config benchmarks/
 from __future__ import annotations
 
 import shutil
+import statistics
 from pathlib import Path
 
 import yaml
@@ -98,7 +99,9 @@ def with_borrowed_baselines(sweep: BenchmarkConfig, rows: list[dict]) -> tuple[B
         )
     baselines = {m: spec for m, spec in other.methods.items() if spec.group == "baseline" and m not in sweep.methods}
     own = {r["method"] for r in rows}
-    joined = [r for r in theirs if r["method"] not in own and (r["method"] in baselines or r["method"] in (FULL, FULL_LONG))]
+    their_full = statistics.fmean(r["train_seconds"] for r in theirs if r["method"] == FULL)  # what their costs are charged against
+    joined = [{**r, "full_train_seconds": their_full} for r in theirs
+              if r["method"] not in own and (r["method"] in baselines or r["method"] in (FULL, FULL_LONG))]
     return sweep.model_copy(update={"methods": {**baselines, **sweep.methods}}), rows + joined, str(other.results_table)
 
 

@@ -81,7 +81,9 @@ def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> 
         f"extraction {features:.1f} s and the scoring models {scoring:.1f} s ({scoring / full_train:.2f}x one full-data training; "
         "all scoring models of the sweep's scores section). The table charges each method what it uses, from the tables it "
         "used (a method with its own scorer or extractor pays its own): scores for score-based methods, features for "
-        "geometric methods, D2 and the UNSEEN objective.",
+        "geometric methods, D2 and the UNSEEN objective."
+        + (" Rows borrowed from another sweep (`baselines_from`) are charged against that sweep's full-data training, timed "
+           "under the same load as they were." if any("full_train_seconds" in r for r in rows) else ""),
         "",
         "| method | scoring and features s | selection s (mean over ratios) | retraining s (mean over ratios) "
         "| coreset cost / full training |",
@@ -97,7 +99,7 @@ def cost_lines(sweep: BenchmarkConfig, rows: list[dict], methods: list[str]) -> 
         uses_features = name in (*FEATURE_ONLY, "d2_pruning", "unseen")
         charged = _mean((r["scoring_seconds"] if uses_score else 0.0) + (r["features_seconds"] if uses_features else 0.0) for r in mine)
         selection, retrain = _mean(r["selection_seconds"] for r in mine), _mean(r["train_seconds"] for r in mine)
-        multiple = (charged + selection) / full_train
+        multiple = (charged + selection) / _mean(r.get("full_train_seconds", full_train) for r in mine)  # borrowed rows: their sweep's
         lines.append(f"| {sweep.methods[method].label} | {charged:.1f} | {selection:.1f} | {retrain:.1f} | {multiple:.2f}x |")
     return lines
 

@@ -1,6 +1,7 @@
 """The benchmark sweep through the real flow on 1,000 Fashion-MNIST samples: results table, resume cache, report."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,15 @@ def test_a_report_borrows_the_baselines_of_a_sweep_of_the_same_design(sweep_run,
     merged, rows, source = with_borrowed_baselines(load_sweep(_write(tmp, spec)), own)
     assert list(merged.methods) == ["random", "unseen"] and source.endswith("tiny.parquet")  # the ablation stays out
     assert sorted(r["method"] for r in rows).count("random") == 4 and len(rows) == len(own) + 4 + 2  # random and full data
+    from benchmarks.tables import cost_lines
+
+    theirs = read_results(tmp / "results" / "tiny.parquet")[0].to_pylist()
+    slower_full = [{**r, "train_seconds": 10 * r["train_seconds"]} for r in theirs if r["method"] == "full"]  # this sweep's own, 10x slower
+    merged, rows, _ = with_borrowed_baselines(load_sweep(_write(tmp, spec)), own + slower_full)
+    borrowed = [r for r in rows if r["method"] == "random"]
+    their_full = statistics.fmean(r["train_seconds"] for r in theirs if r["method"] == "full")
+    multiple = statistics.fmean(r["selection_seconds"] for r in borrowed) / their_full  # random: selection only
+    assert next(line for line in cost_lines(merged, rows, ["random"]) if line.startswith("| Random")).endswith(f"| {multiple:.2f}x |")
     other = _sweep(tmp, fashion_root, name="tiny_other", baselines_from=str(config), seeds=[0, 1, 2])
     with pytest.raises(ParamsError, match="same design"):
         with_borrowed_baselines(load_sweep(_write(tmp, other)), own)
