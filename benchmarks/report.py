@@ -9,13 +9,12 @@ on any machine from what is committed (`unseen bench-report --config benchmarks/
 from __future__ import annotations
 
 import shutil
-import statistics
 from pathlib import Path
 
 import yaml
 
 from benchmarks.sweep import FULL, FULL_LONG, BenchmarkConfig, load_sweep, read_results, seed_params, sweep_cells
-from benchmarks.tables import _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, pair_lines, score_lines, scorer_lines, summarize
+from benchmarks.tables import _mean, _pct, accuracy_rows, accuracy_table, comparison_lines, cost_lines, noise_lines, pair_lines, score_lines, scorer_lines, summarize
 from unseen.config import ParamsError
 from unseen.io import atomic_path, write_csv
 
@@ -99,7 +98,7 @@ def with_borrowed_baselines(sweep: BenchmarkConfig, rows: list[dict]) -> tuple[B
         )
     baselines = {m: spec for m, spec in other.methods.items() if spec.group == "baseline" and m not in sweep.methods}
     own = {r["method"] for r in rows}
-    their_full = statistics.fmean(r["train_seconds"] for r in theirs if r["method"] == FULL)  # what their costs are charged against
+    their_full = _mean(r["train_seconds"] for r in theirs if r["method"] == FULL)  # what their costs are charged against
     joined = [{**r, "full_train_seconds": their_full} for r in theirs
               if r["method"] not in own and (r["method"] in baselines or r["method"] in (FULL, FULL_LONG))]
     return sweep.model_copy(update={"methods": {**baselines, **sweep.methods}}), rows + joined, str(other.results_table)

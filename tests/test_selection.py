@@ -367,7 +367,7 @@ def test_oversampled_cuts_the_misclassified_only_where_the_coverage_over_samples
     kept = cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=flagged, misclassified=easiest)
     np.testing.assert_array_equal(kept.selected, plain.selected)
     clean = UnseenObjective.from_params(params.model_copy(update={"hard_cutoff": "oversampled_noisy"}))  # no label issue cut: auto's
-    assert clean.cut_oversampled and clean.cut_oversampled_if_noisy
+    assert clean.cut_oversampled == "oversampled_noisy"
     np.testing.assert_array_equal(cut_if_oversampled(scores, features, labels, 40, objective=clean, flagged=flagged, misclassified=hard_tail).selected, plain.selected)
     from unseen.selection import random_baseline, selection_report
 

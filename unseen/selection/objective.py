@@ -57,8 +57,7 @@ class UnseenObjective:
     coverage_tilt: float = 0.0  # stratum quotas in proportion to stratum size**tilt: 0 = CCS's equal shares, 1 = as the data
     class_budgets: Literal["proportional", "difficulty", "coverage"] = "difficulty"  # difficulty: a class keeps more the harder its held-out scores (the region rule, across classes); coverage: as CCS's data-set-wide strata split it
     score_bins: int = 50  # class_budgets coverage: the strata of the whole data set's held-out range (CCS's, select.score_bins)
-    cut_oversampled: bool = False  # hard_cutoff oversampled: select again with the misclassified cut where they are oversampled
-    cut_oversampled_if_noisy: bool = False  # oversampled_noisy: only where the label issues were cut (noisy labels)
+    cut_oversampled: str | None = None  # the hard_cutoff kind (oversampled, oversampled_noisy) that selects again with the misclassified cut
 
     @classmethod
     def from_params(cls, select: SelectParams) -> "UnseenObjective":
@@ -80,8 +79,7 @@ class UnseenObjective:
             coverage_tilt=select.tilt,
             class_budgets=select.class_budgets,
             score_bins=select.score_bins,
-            cut_oversampled=select.cutoff in OVERSAMPLED_CUTS,
-            cut_oversampled_if_noisy=select.cutoff == "oversampled_noisy",
+            cut_oversampled=select.cutoff if select.cutoff in OVERSAMPLED_CUTS else None,
         )
 
 
@@ -194,15 +192,14 @@ def cut_if_oversampled(
     larger share of them than the samples its cut left hold. The equal stratum shares keep the sparse hard end of a class
     whole, which a large set whose classes overlap, or whose noisy labels the cut only thinned, fills with samples the
     held-out models get wrong (README, "90% pruning"); a set they tell apart keeps fewer than their share, and its coreset
-    stays as it was. With `cut_oversampled_if_noisy`, only where the label issues were cut."""
-    plain = replace(objective, cut_oversampled=False)
-    coreset = select_coreset(scores, features, labels, budget, objective=plain, flagged=flagged, **kwargs)
-    if not objective.cut_oversampled or misclassified is None or (objective.cut_oversampled_if_noisy and not coreset.cut_as_hardest.any()):
-        return coreset
-    if misclassified[coreset.selected].mean() <= misclassified[~coreset.cut_as_hardest].mean():
+    stays as it was. oversampled_noisy acts only where the label issues were cut (noisy labels)."""
+    coreset = select_coreset(scores, features, labels, budget, objective=objective, flagged=flagged, **kwargs)
+    left = ~coreset.cut_as_hardest
+    checks = objective.cut_oversampled and misclassified is not None and (objective.cut_oversampled == "oversampled" or not left.all())
+    if not checks or misclassified[coreset.selected].mean() <= misclassified[left].mean():
         return coreset
     cut = misclassified if flagged is None else flagged | misclassified
-    return select_coreset(scores, features, labels, budget, objective=replace(plain, label_issues="cut"), flagged=cut, **kwargs)
+    return select_coreset(scores, features, labels, budget, objective=replace(objective, label_issues="cut"), flagged=cut, **kwargs)
 
 
 def _class_budgets(
