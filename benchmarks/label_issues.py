@@ -1,7 +1,8 @@
 """How well the label-issue cut tells flipped labels from ambiguous true ones, on one seed of a sweep whose scores exist
 (`unseen bench` has run it): how many samples `label_issue` flags, how many of them are flipped (label-noise sweeps
 keep the flipped ids), the held-out probability of the given label (exp(-loss)) among the flagged flipped and the
-flagged true ones, what each `select.label_issue_max_probability` would still cut of both, and, where the sweep
+flagged true ones, what each `select.label_issue_max_probability` would still cut of both (of the flagged samples, and
+of all samples as `select.label_issues_by: probability` cuts them where the labels are noisy), and, where the sweep
 computes `label_rank`, how many of the default's cut have their label ranked second by the held-out models, and, for
 every cell of the seed that has a coreset, how many flipped labels escaped its cut and how many of those it keeps.
 Usage: .venv/bin/python benchmarks/label_issues.py --config benchmarks/pilot_power_noise.yaml --seed 100
@@ -70,6 +71,7 @@ def main() -> None:
             "flagged_flipped": _quantiles(probability[flagged & flipped]), "flagged_true": _quantiles(probability[flagged & ~flipped]),
         },
         "cut_by_max_probability": {str(limit): _cut(label_issue_flags(columns, params.select.score, limit), flipped) for limit in LIMITS},
+        "cut_by_max_probability_flagged_or_not": {str(limit): _cut(probability < limit, flipped) for limit in LIMITS},
     }
     if rank_column in columns:
         cut = label_issue_flags(columns, params.select.score, params.select.label_issue_max_probability)

@@ -83,6 +83,20 @@ def test_cut_flags_follow_the_hard_cutoff_kind():
         assert oversampled_candidates_of(columns, auto) is None and cut_flag_columns(oversampled)[-1] == "margin_unseen"
 
 
+def test_cut_by_probability_takes_every_sample_under_the_limit_only_where_the_labels_are_noisy():
+    """label_issues_by probability: with as many flagged samples as label noise leaves, every sample whose label the
+    held-out models give under the limit is cut, flagged or not; below label_issue_rate (clean labels) cleanlab's flags
+    stay as they are, sample for sample."""
+    from unseen.scores import cut_flags_of
+
+    columns = {"label_issue_unseen": np.array([1.0, 1.0, 0.0, 0.0, 0.0]), "loss_unseen": np.array([3.0, 0.1, 3.0, 0.2, 2.5])}
+    noisy, noisy_by_probability = SelectParams(label_issue_rate=0.2), SelectParams(label_issue_rate=0.2, label_issues_by="probability")
+    assert cut_flags_of(columns, noisy).tolist() == [True, False, False, False, False]
+    assert cut_flags_of(columns, noisy_by_probability).tolist() == [True, False, True, False, True]  # exp(-2.5) = 0.082 < 0.1
+    clean_by_probability = SelectParams(label_issue_rate=0.3, label_issues_by="probability")  # 1 flagged of 5 is under 0.3
+    assert cut_flags_of(columns, clean_by_probability).tolist() == cut_flags_of(columns, noisy).tolist()
+
+
 def test_forgetting_counts_transitions_and_ranks_never_learned_highest():
     # correctness over 4 epochs: learned-forgotten-learned-forgotten (2 events); always right (0); never right (-> 4)
     right, wrong = [1.0, 0.0], [0.0, 1.0]

@@ -8,8 +8,6 @@ from unseen.config.files import format_validation_error, load_params, read_yaml_
 from unseen.config.runtime import DaskParams, IncrementParams, InputError, OrchestrationParams, ParamsError, TrackingParams
 from unseen.config.schedules import LABEL_ISSUE_CUTS, OVERSAMPLED_CUTS
 from unseen.config.sections import (
-    DATASETS,
-    MODELS,
     STAGE_PARAMS,
     STAGES,
     DataParams,
@@ -23,9 +21,7 @@ from unseen.config.sections import (
 )
 
 __all__ = [
-    "DATASETS",
     "LABEL_ISSUE_CUTS",
-    "MODELS",
     "OVERSAMPLED_CUTS",
     "STAGES",
     "STAGE_PARAMS",

@@ -21,8 +21,6 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "retrain": ("seed", "data", "select", "retrain"),
 }
 """The params sections each stage's outputs depend on: what its tables' params hash covers, and dvc.yaml's params."""
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest")
-MODELS = ("small_cnn", "mlp", "resnet18")
 
 
 class TrainRecipe(Section):
@@ -178,6 +176,7 @@ class SelectParams(Section):
     label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
     label_issues: Literal["cut", "stratum", "auto"] = "auto"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
     label_issue_rate: float = Field(0.05, gt=0, le=1)  # label_issues auto: a stratum under this share of the train split, cut above
+    label_issues_by: Literal["cleanlab", "probability"] = "cleanlab"  # probability: noisy labels cut under the probability, flagged or not
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
@@ -203,9 +202,11 @@ class SelectParams(Section):
         return value
 
     @model_validator(mode="after")
-    def _label_issue_stratum_needs_strata(self) -> "SelectParams":
+    def _label_issue_options(self) -> "SelectParams":
         if self.label_issues == "stratum" and self.method == "unseen" and not self.coverage_strata:
             raise ValueError("select.label_issues 'stratum' keeps the label issues as one more coverage stratum: set select.coverage_strata > 0, or label_issues: cut")
+        if self.label_issues_by == "probability" and self.label_issue_max_probability is None:
+            raise ValueError("select.label_issues_by 'probability' cuts the samples under select.label_issue_max_probability: set it (e.g. 0.1), or label_issues_by: cleanlab")
         return self
 
     @property

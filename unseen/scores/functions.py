@@ -184,13 +184,15 @@ register_score("label_issue", label_issue, reference="Northcutt et al. 2021 (cle
 
 def label_issue_flags(
     columns: dict[str, np.ndarray], score_column: str, max_probability: float | None = None, min_rank: float | None = None,
+    *, flagged_only: bool = True,
 ) -> np.ndarray:
     """The samples most repeats flag as label issues, in the variant (held out or seen) of `score_column`; with
     `max_probability`, only those whose label the models give less than that probability (exp(-loss), the geometric
     mean over the score window): a flipped label gets almost none, an ambiguous true one a fair share; with `min_rank`,
-    only those whose label the models rank at least that low (`label_rank`; 3: not even their runner-up)."""
+    only those whose label the models rank at least that low (`label_rank`; 3: not even their runner-up).
+    flagged_only=False: every sample under those limits, flagged or not."""
     variant = score_column.rpartition("_")[2]
-    flags = columns[f"label_issue_{variant}"] >= 0.5
+    flags = columns[f"label_issue_{variant}"] >= 0.5 if flagged_only else np.ones(len(columns[f"loss_{variant}"]), dtype=bool)
     if max_probability is not None:
         flags &= np.exp(-columns[f"loss_{variant}"]) < max_probability
     if min_rank is not None:
@@ -207,12 +209,19 @@ def misclassified_flags(columns: dict[str, np.ndarray], score_column: str) -> np
 
 def cut_flags_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
     """The samples `select.hard_cutoff` never keeps when it is auto or oversampled (the label issues, under their
-    probability and rank limits; also oversampled_noisy) or misclassified; None for a fraction."""
+    probability and rank limits; also oversampled_noisy) or misclassified; None for a fraction. With
+    `label_issues_by: probability`, where the label issues reach `label_issue_rate` of the samples (noisy labels), every
+    sample under those limits: cleanlab flags as many per class as it estimates are wrong, and under noise the flipped
+    labels beyond that count are what a coreset's hardest strata keep (benchmarks/pilot_label_probability.yaml)."""
     if select.cutoff == "misclassified":
         return misclassified_flags(columns, select.score)
-    if select.cutoff in LABEL_ISSUE_CUTS:
-        return label_issue_flags(columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
-    return None
+    if select.cutoff not in LABEL_ISSUE_CUTS:
+        return None
+    limits = (columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
+    flags = label_issue_flags(*limits)
+    if select.label_issues_by == "probability" and len(flags) and flags.mean() >= select.label_issue_rate:
+        return label_issue_flags(*limits, flagged_only=False)
+    return flags
 
 
 def oversampled_candidates_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.ndarray | None:
