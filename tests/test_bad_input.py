@@ -345,8 +345,6 @@ CASES = [
          ("select.label_issue_min_rank reads the rank of the label from the label_rank score: add label_rank to scores.scores",)),
     Case("label issues as a stratum without strata", RUN, setting("select", label_issues="stratum", coverage_strata=0),
          ("select.label_issues 'stratum' keeps the label issues as one more coverage stratum: set select.coverage_strata > 0",)),
-    Case("label issues by probability without a limit", RUN, setting("select", label_issues_by="probability", label_issue_max_probability=None),
-         ("select.label_issues_by 'probability' cuts the samples under select.label_issue_max_probability: set it (e.g. 0.1)",)),
     Case("unknown stage", ("stage", "train"), lambda f: None, ("unknown stage 'train'; use one of: features, scores, select, retrain",)),
     Case("tracking server down", RUN, setting("tracking", uri="http://127.0.0.1:9"),
          ("tracking.uri=http://127.0.0.1:9: the MLflow tracking server does not answer", "Nothing was run")),

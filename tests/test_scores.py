@@ -95,6 +95,8 @@ def test_cut_by_probability_takes_every_sample_under_the_limit_only_where_the_la
     assert cut_flags_of(columns, noisy_by_probability).tolist() == [True, False, True, False, True]  # exp(-2.5) = 0.082 < 0.1
     clean_by_probability = SelectParams(label_issue_rate=0.3, label_issues_by="probability")  # 1 flagged of 5 is under 0.3
     assert cut_flags_of(columns, clean_by_probability).tolist() == cut_flags_of(columns, noisy).tolist()
+    unlimited = SelectParams(label_issue_rate=0.2, label_issue_max_probability=None)  # no limit: every flagged sample, either way
+    assert cut_flags_of(columns, unlimited.model_copy(update={"label_issues_by": "probability"})).tolist() == [True, True, False, False, False]
 
 
 def test_forgetting_counts_transitions_and_ranks_never_learned_highest():

@@ -205,8 +205,6 @@ class SelectParams(Section):
     def _label_issue_options(self) -> "SelectParams":
         if self.label_issues == "stratum" and self.method == "unseen" and not self.coverage_strata:
             raise ValueError("select.label_issues 'stratum' keeps the label issues as one more coverage stratum: set select.coverage_strata > 0, or label_issues: cut")
-        if self.label_issues_by == "probability" and self.label_issue_max_probability is None:
-            raise ValueError("select.label_issues_by 'probability' cuts the samples under select.label_issue_max_probability: set it (e.g. 0.1), or label_issues_by: cleanlab")
         return self
 
     @property

@@ -211,15 +211,17 @@ def cut_flags_of(columns: dict[str, np.ndarray], select: SelectParams) -> np.nda
     """The samples `select.hard_cutoff` never keeps when it is auto or oversampled (the label issues, under their
     probability and rank limits; also oversampled_noisy) or misclassified; None for a fraction. With
     `label_issues_by: probability`, where the label issues reach `label_issue_rate` of the samples (noisy labels), every
-    sample under those limits: cleanlab flags as many per class as it estimates are wrong, and under noise the flipped
-    labels beyond that count are what a coreset's hardest strata keep (benchmarks/pilot_label_probability.yaml)."""
+    sample under those limits (with no probability limit, the flagged ones): cleanlab flags as many per class as it
+    estimates are wrong, and under noise the flipped labels beyond that count are what a coreset's hardest strata keep
+    (benchmarks/pilot_label_probability.yaml)."""
     if select.cutoff == "misclassified":
         return misclassified_flags(columns, select.score)
     if select.cutoff not in LABEL_ISSUE_CUTS:
         return None
     limits = (columns, select.score, select.label_issue_max_probability, select.label_issue_min_rank)
     flags = label_issue_flags(*limits)
-    if select.label_issues_by == "probability" and len(flags) and flags.mean() >= select.label_issue_rate:
+    by_probability = select.label_issues_by == "probability" and select.label_issue_max_probability is not None
+    if by_probability and len(flags) and flags.mean() >= select.label_issue_rate:
         return label_issue_flags(*limits, flagged_only=False)
     return flags
 
