@@ -176,7 +176,7 @@ class SelectParams(Section):
     label_issue_min_rank: Annotated[int, Field(ge=2)] | None = None  # auto cuts a flagged sample only when its label ranks this low (label_rank)
     label_issues: Literal["cut", "stratum", "auto"] = "auto"  # UNSEEN with auto: cut the flagged samples, keep them as one more coverage stratum, or auto
     label_issue_rate: float = Field(0.05, gt=0, le=1)  # label_issues auto: a stratum under this share of the train split, cut above
-    label_issues_by: Literal["cleanlab", "probability"] = "cleanlab"  # probability: noisy labels cut under the probability, flagged or not
+    label_issues_by: Literal["cleanlab", "probability"] = "cleanlab"  # probability: with noisy labels, every sample under label_issue_max_probability, flagged or not
     importance_weight: float = Field(0.0, ge=0)
     alignment_weight: float = Field(1.0, ge=0)
     diversity_weight: float = Field(0.5, ge=0)
@@ -202,7 +202,7 @@ class SelectParams(Section):
         return value
 
     @model_validator(mode="after")
-    def _label_issue_options(self) -> "SelectParams":
+    def _label_issue_stratum_needs_strata(self) -> "SelectParams":
         if self.label_issues == "stratum" and self.method == "unseen" and not self.coverage_strata:
             raise ValueError("select.label_issues 'stratum' keeps the label issues as one more coverage stratum: set select.coverage_strata > 0, or label_issues: cut")
         return self
