@@ -53,7 +53,7 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     cutoff = params.select.cutoff
     found, setting = (
         ("samples the held-out models misclassify", "select.hard_cutoff: misclassified at this prune ratio") if cutoff == "misclassified"
-        else ("label issues the held-out models find", f"select.label_issues: {params.select.label_issues}")
+        else ("label issues the held-out models find", f"select.label_issues: {params.select.label_issues}, label_issues_by: {params.select.label_issues_by}")
     )
     flagged = [] if "label_issues_flagged" not in metrics else [
         f"{found}: {int(metrics['label_issues_flagged'])} ({metrics['label_issues_flagged_fraction']:.1%} of the "

@@ -163,6 +163,7 @@ def test_the_summary_says_what_a_hard_cutoff_schedule_cuts():
              for r in (0.5, 0.9)}
     assert "samples the held-out models misclassify: 110 (11.0% of the train split), cut: 0 of them kept" in lines[0.9]
     assert "label issues the held-out models find: 110" in lines[0.5] and "misclassify" not in lines[0.5]
+    assert "label_issues_by: cleanlab" in lines[0.5]  # the typed default; params.yaml's is probability
     oversampled = {"misclassified": 110, "misclassified_kept": 5}
     line = "\n".join(result_lines(Params.model_validate({"select": {"prune_ratio": 0.9, "hard_cutoff": "oversampled"}}), metrics | oversampled))
     assert "samples the held-out models misclassify: 110 (11.0% of the train split), 5 kept (5.0% of the coreset;" in line
