@@ -71,7 +71,9 @@ def main() -> None:
             "flagged_flipped": _quantiles(probability[flagged & flipped]), "flagged_true": _quantiles(probability[flagged & ~flipped]),
         },
         "cut_by_max_probability": {str(limit): _cut(label_issue_flags(columns, params.select.score, limit), flipped) for limit in LIMITS},
-        "cut_by_max_probability_flagged_or_not": {str(limit): _cut(probability < limit, flipped) for limit in LIMITS},
+        "cut_by_max_probability_flagged_or_not": {
+            str(limit): _cut(label_issue_flags(columns, params.select.score, limit, flagged_only=False), flipped) for limit in LIMITS
+        },
     }
     if rank_column in columns:
         cut = label_issue_flags(columns, params.select.score, params.select.label_issue_max_probability)
