@@ -9,7 +9,7 @@ from torchvision import models as tv_models
 
 from unseen.config import DataParams, FeaturesParams, TrainRecipe
 from unseen.data import load_dataset
-from unseen.features import FeatureError, extract_features, load_pretrained
+from unseen.features import FeatureError, extract_features, load_pretrained, proxy_recipe
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,26 @@ def test_proxy_fraction_trains_on_a_stratified_seeded_share_and_embeds_every_sam
     assert np.bincount(first.labels.numpy()).tolist() == (np.bincount(tiny.train.labels.numpy()) // 2).tolist()
     assert set(first.sample_ids) < set(tiny.train.sample_ids)
     assert train.shape == (200, 128) and test.shape == (50, 128) and np.isfinite(train).all()
+
+
+@pytest.mark.parametrize(
+    ("train_size", "fraction", "min_steps", "epochs"),
+    [(60000, 1.0, 150, 1), (8000, 1.0, 150, 3), (8000, 1.0, 0, 1), (8000, 0.5, 150, 5), (1437, 1.0, 150, 13), (100, 1.0, 150, 150)],
+)
+def test_proxy_trains_at_least_min_steps_in_whole_epochs(train_size, fraction, min_steps, epochs):
+    params = FeaturesParams(proxy=TrainRecipe(epochs=1, batch_size=128), proxy_fraction=fraction, proxy_min_steps=min_steps)
+    assert proxy_recipe(params, train_size).epochs == epochs  # 469, 63, 63, 32, 12 and 1 steps an epoch
+    assert proxy_recipe(params.model_copy(update={"proxy": TrainRecipe(epochs=4)}), 60000).epochs == 4  # never fewer than proxy.epochs
+
+
+def test_proxy_of_a_small_split_trains_the_epochs_its_recipe_says(tiny, monkeypatch):
+    import unseen.features
+
+    recipes = []
+    real = unseen.features.train_model
+    monkeypatch.setattr(unseen.features, "train_model", lambda dataset, split, recipe, **k: recipes.append(recipe) or real(dataset, split, recipe, **k))
+    extract_features(tiny, FeaturesParams(proxy=TrainRecipe(epochs=1, batch_size=128), proxy_min_steps=5), seed=0, device=torch.device("cpu"))
+    assert [recipe.epochs for recipe in recipes] == [3]  # 200 samples: 2 steps an epoch
 
 
 def test_pixel_features_are_pca_of_the_train_split(tiny):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from sklearn.decomposition import PCA
 from torch import nn
 from torchvision import models as tv_models
 
-from unseen.config import FeaturesParams, InputError, Params
+from unseen.config import FeaturesParams, InputError, Params, TrainRecipe
 from unseen.data import ImageDataset, Split, stratified_subset
 from unseen.images import batches_in_order
 from unseen.models import load_model, save_model
@@ -46,15 +47,26 @@ def pixel_features(dataset: ImageDataset, components: int, seed: int, batch_size
     )
 
 
+def _proxy_size(params: FeaturesParams, train_size: int) -> int:
+    return max(1, round(params.proxy_fraction * train_size))
+
+
+def proxy_recipe(params: FeaturesParams, train_size: int) -> TrainRecipe:
+    """The proxy's recipe for a train split of `train_size` samples: `proxy.epochs`, or as many more whole epochs as
+    `proxy_min_steps` optimizer steps take, so that a small split still gets an extractor trained as long (in steps)."""
+    size = _proxy_size(params, train_size)
+    steps_per_epoch = math.ceil(size / min(params.proxy.batch_size, size))
+    return params.proxy.model_copy(update={"epochs": max(params.proxy.epochs, math.ceil(params.proxy_min_steps / steps_per_epoch))})
+
+
 def proxy_features(
     dataset: ImageDataset, params: FeaturesParams, seed: int, device: torch.device, on_epoch: EpochCallback | None, keep_extractor: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate-layer embeddings of a small model trained for a few epochs on the train split, or on a stratified
     `proxy_fraction` of it (less to train, and the rest of the samples are unseen by the extractor). The model is saved
     to `keep_extractor` when given: it embeds the samples added to the collection later (`extend_features`)."""
-    size = max(1, round(params.proxy_fraction * len(dataset.train)))
-    fitted = stratified_subset(dataset.train, size, seed, "features.proxy_fraction", dataset.num_classes)
-    model = train_model(dataset, fitted, params.proxy, seed=seed, device=device, on_epoch=on_epoch)
+    fitted = stratified_subset(dataset.train, _proxy_size(params, len(dataset.train)), seed, "features.proxy_fraction", dataset.num_classes)
+    model = train_model(dataset, fitted, proxy_recipe(params, len(dataset.train)), seed=seed, device=device, on_epoch=on_epoch)
     if keep_extractor is not None:
         save_model(keep_extractor, model, model_name=params.proxy.model, classes=dataset.classes, image_shape=dataset.image_shape,
                    mean=dataset.mean, std=dataset.std)

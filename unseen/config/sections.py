@@ -66,6 +66,7 @@ class FeaturesParams(Section):
     extractor: str = "proxy"
     proxy: TrainRecipe = TrainRecipe(epochs=2)
     proxy_fraction: float = Field(1.0, gt=0, le=1)  # the stratified share of the train split the proxy trains on
+    proxy_min_steps: int = Field(0, ge=0)  # the proxy trains more epochs where `proxy.epochs` would take fewer steps
     pca_components: int = Field(64, ge=1)
     batch_size: int = Field(128, ge=1)
 
