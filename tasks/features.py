@@ -36,7 +36,7 @@ def features_task(params: Params, tracker: Tracker) -> float:
             if (base / "extractor.pt").is_file() and base != kept:
                 keep_copy(base / "extractor.pt", kept / "extractor.pt")
         else:
-            on_epoch = epoch_logger(tracker, run_id, "[features] proxy", proxy_recipe(params.features, len(dataset.train)).epochs)
+            on_epoch = epoch_logger(tracker, run_id, "[features] proxy", proxy_recipe(params.features, len(dataset.train)).epochs + params.features.proxy_noisy_epochs)
             (train, test), _ = shrinking_on_oom(
                 params, tracker, run_id, "features", lambda p: p.features.proxy.batch_size,
                 lambda p: extract_features(

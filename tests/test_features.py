@@ -9,7 +9,7 @@ from torchvision import models as tv_models
 
 from unseen.config import DataParams, FeaturesParams, TrainRecipe
 from unseen.data import load_dataset
-from unseen.features import FeatureError, extract_features, load_pretrained, proxy_recipe
+from unseen.features import FeatureError, extract_features, load_pretrained, noisy_label_share, proxy_recipe
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,28 @@ def test_proxy_of_a_small_split_trains_the_epochs_its_recipe_says(tiny, monkeypa
     monkeypatch.setattr(unseen.features, "train_model", lambda dataset, split, recipe, **k: recipes.append(recipe) or real(dataset, split, recipe, **k))
     extract_features(tiny, FeaturesParams(proxy=TrainRecipe(epochs=1, batch_size=128), proxy_min_steps=5), seed=0, device=torch.device("cpu"))
     assert [recipe.epochs for recipe in recipes] == [3]  # 200 samples: 2 steps an epoch
+
+
+def test_noisy_label_share_counts_the_second_half_of_the_first_epoch_under_the_probability_limit():
+    params = FeaturesParams(proxy_noisy_probability=0.1)
+    first_epoch = np.array([0.01, 0.01, 0.01, 0.01, 0.05, 0.5, 0.9, 0.09])  # the first half, an untrained model's, is left out
+    assert noisy_label_share(first_epoch, params) == 0.5
+    assert noisy_label_share(np.array([], dtype=np.float32), params) == 0.0
+
+
+def test_proxy_trains_anew_for_noisy_epochs_only_where_its_first_epoch_finds_noisy_labels(tiny, monkeypatch):
+    import unseen.features
+
+    recipes = []
+    real = unseen.features.train_model
+    monkeypatch.setattr(unseen.features, "train_model", lambda dataset, split, recipe, **k: recipes.append(recipe.epochs) or real(dataset, split, recipe, **k))
+    base = FeaturesParams(proxy=TrainRecipe(epochs=1))
+    once, _ = extract_features(tiny, base, seed=0, device=torch.device("cpu"))
+    curated, _ = extract_features(tiny, base.model_copy(update={"proxy_noisy_epochs": 3, "proxy_noisy_share": 1.0}), seed=0, device=torch.device("cpu"))
+    noisy, _ = extract_features(tiny, base.model_copy(update={"proxy_noisy_epochs": 3, "proxy_noisy_share": 1e-6}), seed=0, device=torch.device("cpu"))
+    assert recipes == [1, 1, 1, 3]
+    np.testing.assert_array_equal(once, curated)  # recording the first epoch changes nothing
+    assert not np.array_equal(once, noisy)
 
 
 def test_pixel_features_are_pca_of_the_train_split(tiny):

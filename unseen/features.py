@@ -59,6 +59,14 @@ def proxy_recipe(params: FeaturesParams, train_size: int) -> TrainRecipe:
     return params.proxy.model_copy(update={"epochs": max(params.proxy.epochs, math.ceil(params.proxy_min_steps / steps_per_epoch))})
 
 
+def noisy_label_share(first_epoch_label_probability: np.ndarray, params: FeaturesParams) -> float:
+    """The share of the proxy's first epoch, in its second half, whose label the proxy gave under
+    `proxy_noisy_probability` just before training on them: held-out predictions (each sample is scored before the
+    model learns it) from a model past its first steps. Flipped labels raise it; curated labels keep it low."""
+    second_half = first_epoch_label_probability[len(first_epoch_label_probability) // 2 :]
+    return float(np.mean(second_half < params.proxy_noisy_probability)) if len(second_half) else 0.0
+
+
 def proxy_features(
     dataset: ImageDataset, params: FeaturesParams, seed: int, device: torch.device, on_epoch: EpochCallback | None, keep_extractor: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +74,21 @@ def proxy_features(
     `proxy_fraction` of it (less to train, and the rest of the samples are unseen by the extractor). The model is saved
     to `keep_extractor` when given: it embeds the samples added to the collection later (`extend_features`)."""
     fitted = stratified_subset(dataset.train, _proxy_size(params, len(dataset.train)), seed, "features.proxy_fraction", dataset.num_classes)
-    model = train_model(dataset, fitted, proxy_recipe(params, len(dataset.train)), seed=seed, device=device, on_epoch=on_epoch)
+    recipe, first_epoch = proxy_recipe(params, len(dataset.train)), []
+
+    def record(epoch: int, rows: torch.Tensor, label_probability: torch.Tensor) -> None:
+        if epoch == 1:
+            first_epoch.append(label_probability.cpu())
+
+    def logged(epoch: int, model: nn.Module, stats: dict[str, float]) -> None:
+        share = {"noisy_label_share": noisy_label_share(torch.cat(first_epoch).numpy(), params)} if first_epoch and epoch == recipe.epochs else {}
+        if on_epoch is not None:
+            on_epoch(epoch, model, {**stats, **share})
+
+    model = train_model(dataset, fitted, recipe, seed=seed, device=device, on_epoch=logged, on_batch=record if params.proxy_noisy_epochs else None)
+    if params.proxy_noisy_epochs and noisy_label_share(torch.cat(first_epoch).numpy(), params) >= params.proxy_noisy_share:
+        longer = recipe.model_copy(update={"epochs": params.proxy_noisy_epochs})
+        model = train_model(dataset, fitted, longer, seed=seed, device=device, on_epoch=lambda e, m, stats: logged(recipe.epochs + e, m, stats))
     if keep_extractor is not None:
         save_model(keep_extractor, model, model_name=params.proxy.model, classes=dataset.classes, image_shape=dataset.image_shape,
                    mean=dataset.mean, std=dataset.std)

@@ -67,6 +67,9 @@ class FeaturesParams(Section):
     proxy: TrainRecipe = TrainRecipe(epochs=2)
     proxy_fraction: float = Field(1.0, gt=0, le=1)  # the stratified share of the train split the proxy trains on
     proxy_min_steps: int = Field(0, ge=0)  # the proxy trains more epochs where `proxy.epochs` would take fewer steps
+    proxy_noisy_epochs: int = Field(0, ge=0)  # where the proxy's first epoch finds noisy labels, it trains anew this long
+    proxy_noisy_share: float = Field(0.1, gt=0, le=1)  # noisy: this share of them under `proxy_noisy_probability`
+    proxy_noisy_probability: float = Field(0.1, gt=0, lt=1)
     pca_components: int = Field(64, ge=1)
     batch_size: int = Field(128, ge=1)
 
@@ -159,8 +162,7 @@ class ScoresParams(Section):
         epochs, window = (self.probe.epochs, self.probe.score_epochs) if self.scorer == "probe" else (self.recipe.epochs, self.score_epochs)
         if kind != "seen" or score not in self.seen_windows:
             return window
-        first, last = (max(1, round(fraction * epochs)) for fraction in self.seen_windows[score])
-        return first, last
+        return tuple(max(1, round(fraction * epochs)) for fraction in self.seen_windows[score])  # type: ignore[return-value]
 
     def recorded_window(self, kind: str) -> tuple[int, int]:
         """The epochs a `kind` model records: every window its scores use."""
