@@ -130,12 +130,8 @@ def train_model(
             loss_sum += loss.detach() * len(batch)
             correct += (logits.argmax(1) == labels[batch]).sum()
         if on_epoch is not None:
-            stats = {
-                "train_loss": float(loss_sum) / len(split),
-                "train_accuracy": float(correct) / len(split),
-                "epoch_seconds": time.perf_counter() - started,
-            }
-            on_epoch(epoch, model, stats)
+            stats = {"train_loss": float(loss_sum) / len(split), "train_accuracy": float(correct) / len(split)}
+            on_epoch(epoch, model, {**stats, "epoch_seconds": time.perf_counter() - started})
     return model.eval()
 
 
