@@ -77,7 +77,9 @@ def test_proxy_trains_anew_for_noisy_epochs_only_where_its_first_epoch_finds_noi
     once, _ = extract_features(tiny, base, seed=0, device=torch.device("cpu"))
     curated, _ = extract_features(tiny, base.model_copy(update={"proxy_noisy_epochs": 3, "proxy_noisy_share": 1.0}), seed=0, device=torch.device("cpu"))
     noisy, _ = extract_features(tiny, base.model_copy(update={"proxy_noisy_epochs": 3, "proxy_noisy_share": 1e-6}), seed=0, device=torch.device("cpu"))
-    assert recipes == [1, 1, 1, 3]
+    already_long = FeaturesParams(proxy=TrainRecipe(epochs=3), proxy_noisy_epochs=3, proxy_noisy_share=1e-6)
+    extract_features(tiny, already_long, seed=0, device=torch.device("cpu"))
+    assert recipes == [1, 1, 1, 3, 3]  # a proxy already as long as proxy_noisy_epochs trains once
     np.testing.assert_array_equal(once, curated)  # recording the first epoch changes nothing
     assert not np.array_equal(once, noisy)
 

@@ -85,8 +85,9 @@ def proxy_features(
         if on_epoch is not None:
             on_epoch(epoch, model, {**stats, **share})
 
-    model = train_model(dataset, fitted, recipe, seed=seed, device=device, on_epoch=logged, on_batch=record if params.proxy_noisy_epochs else None)
-    if params.proxy_noisy_epochs and noisy_label_share(torch.cat(first_epoch).numpy(), params) >= params.proxy_noisy_share:
+    longer_if_noisy = params.proxy_noisy_epochs > recipe.epochs
+    model = train_model(dataset, fitted, recipe, seed=seed, device=device, on_epoch=logged, on_batch=record if longer_if_noisy else None)
+    if longer_if_noisy and noisy_label_share(torch.cat(first_epoch).numpy(), params) >= params.proxy_noisy_share:
         longer = recipe.model_copy(update={"epochs": params.proxy_noisy_epochs})
         model = train_model(dataset, fitted, longer, seed=seed, device=device, on_epoch=lambda e, m, stats: logged(recipe.epochs + e, m, stats))
     if keep_extractor is not None:
