@@ -14,7 +14,7 @@ from tasks.common import GPU_TAG, dataset_for, epoch_logger, shrinking_on_oom
 from tasks.increment import features_folder, increment_plan, keep_copy
 from tasks.tracking import Tracker
 from unseen.config import Params
-from unseen.features import extend_features, extract_features, features_columns, proxy_recipe
+from unseen.features import extend_features, extract_features, features_columns, proxy_epochs_at_most
 from unseen.tables import FEATURES, SKIPPED_IMAGES, write_table
 from unseen.training import pick_device
 
@@ -36,7 +36,7 @@ def features_task(params: Params, tracker: Tracker) -> float:
             if (base / "extractor.pt").is_file() and base != kept:
                 keep_copy(base / "extractor.pt", kept / "extractor.pt")
         else:
-            on_epoch = epoch_logger(tracker, run_id, "[features] proxy", proxy_recipe(params.features, len(dataset.train)).epochs + params.features.proxy_noisy_epochs)
+            on_epoch = epoch_logger(tracker, run_id, "[features] proxy", proxy_epochs_at_most(params.features, len(dataset.train)))
             (train, test), _ = shrinking_on_oom(
                 params, tracker, run_id, "features", lambda p: p.features.proxy.batch_size,
                 lambda p: extract_features(

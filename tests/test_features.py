@@ -9,7 +9,7 @@ from torchvision import models as tv_models
 
 from unseen.config import DataParams, FeaturesParams, TrainRecipe
 from unseen.data import load_dataset
-from unseen.features import FeatureError, extract_features, load_pretrained, noisy_label_share, proxy_recipe
+from unseen.features import FeatureError, extract_features, load_pretrained, noisy_label_share, proxy_epochs_at_most, proxy_recipe
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,7 @@ def test_proxy_trains_anew_for_noisy_epochs_only_where_its_first_epoch_finds_noi
     already_long = FeaturesParams(proxy=TrainRecipe(epochs=3), proxy_noisy_epochs=3, proxy_noisy_share=1e-6)
     extract_features(tiny, already_long, seed=0, device=torch.device("cpu"))
     assert recipes == [1, 1, 1, 3, 3]  # a proxy already as long as proxy_noisy_epochs trains once
+    assert proxy_epochs_at_most(already_long, 200) == 3 and proxy_epochs_at_most(base.model_copy(update={"proxy_noisy_epochs": 3}), 200) == 4
     np.testing.assert_array_equal(once, curated)  # recording the first epoch changes nothing
     assert not np.array_equal(once, noisy)
 

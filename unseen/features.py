@@ -59,6 +59,13 @@ def proxy_recipe(params: FeaturesParams, train_size: int) -> TrainRecipe:
     return params.proxy.model_copy(update={"epochs": max(params.proxy.epochs, math.ceil(params.proxy_min_steps / steps_per_epoch))})
 
 
+def proxy_epochs_at_most(params: FeaturesParams, train_size: int) -> int:
+    """The most epochs the proxy trains: its recipe's, plus `proxy_noisy_epochs` where the labels look noisy and that
+    is longer (a proxy already as long is not trained anew)."""
+    epochs = proxy_recipe(params, train_size).epochs
+    return epochs + (params.proxy_noisy_epochs if params.proxy_noisy_epochs > epochs else 0)
+
+
 def noisy_label_share(first_epoch_label_probability: np.ndarray, params: FeaturesParams) -> float:
     """The share of the proxy's first epoch, in its second half, whose label the proxy gave under
     `proxy_noisy_probability` just before training on them: held-out predictions (each sample is scored before the
@@ -74,20 +81,22 @@ def proxy_features(
     `proxy_fraction` of it (less to train, and the rest of the samples are unseen by the extractor). The model is saved
     to `keep_extractor` when given: it embeds the samples added to the collection later (`extend_features`)."""
     fitted = stratified_subset(dataset.train, _proxy_size(params, len(dataset.train)), seed, "features.proxy_fraction", dataset.num_classes)
-    recipe, first_epoch = proxy_recipe(params, len(dataset.train)), []
+    recipe, first_epoch, share = proxy_recipe(params, len(dataset.train)), [], []
 
-    def record(epoch: int, rows: torch.Tensor, label_probability: torch.Tensor) -> None:
+    def record(epoch: int, label_probability: torch.Tensor) -> None:
         if epoch == 1:
             first_epoch.append(label_probability.cpu())
 
     def logged(epoch: int, model: nn.Module, stats: dict[str, float]) -> None:
-        share = {"noisy_label_share": noisy_label_share(torch.cat(first_epoch).numpy(), params)} if first_epoch and epoch == recipe.epochs else {}
+        if first_epoch and epoch == recipe.epochs:
+            share.append(noisy_label_share(torch.cat(first_epoch).numpy(), params))
+            stats = {**stats, "noisy_label_share": share[0]}
         if on_epoch is not None:
-            on_epoch(epoch, model, {**stats, **share})
+            on_epoch(epoch, model, stats)
 
-    longer_if_noisy = params.proxy_noisy_epochs > recipe.epochs
+    longer_if_noisy = proxy_epochs_at_most(params, len(dataset.train)) > recipe.epochs
     model = train_model(dataset, fitted, recipe, seed=seed, device=device, on_epoch=logged, on_batch=record if longer_if_noisy else None)
-    if longer_if_noisy and noisy_label_share(torch.cat(first_epoch).numpy(), params) >= params.proxy_noisy_share:
+    if longer_if_noisy and share and share[0] >= params.proxy_noisy_share:
         longer = recipe.model_copy(update={"epochs": params.proxy_noisy_epochs})
         model = train_model(dataset, fitted, longer, seed=seed, device=device, on_epoch=lambda e, m, stats: logged(recipe.epochs + e, m, stats))
     if keep_extractor is not None:

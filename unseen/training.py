@@ -73,7 +73,7 @@ def crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4
 
 
 EpochCallback = Callable[[int, Classifier, dict[str, float]], None]
-BatchCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+BatchCallback = Callable[[int, torch.Tensor], None]
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe | ProbeRecipe, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -95,7 +95,7 @@ def train_model(
     on_batch: BatchCallback | None = None,
 ) -> Classifier:
     """Train `recipe.model` from scratch on `split`; `on_epoch(epoch, model, stats)` runs after every epoch (1-based),
-    `on_batch(epoch, rows, label_probability)` after each batch's forward pass, before the model trains on it."""
+    `on_batch(epoch, label_probability)` after each batch's forward pass, in training order, before the model learns it."""
     device = device or pick_device()
     model = build_model(recipe.model, dataset.num_classes, dataset.image_shape, seed).to(device, memory_format=torch.channels_last)
     normalize = Normalizer.for_dataset(dataset, device)
@@ -122,7 +122,7 @@ def train_model(
                 logits = model(normalize(x))
                 loss = F.cross_entropy(logits, labels[batch])
             if on_batch is not None:
-                on_batch(epoch, batch, torch.softmax(logits.detach().float(), 1).gather(1, labels[batch, None])[:, 0])
+                on_batch(epoch, torch.softmax(logits.detach().float(), 1).gather(1, labels[batch, None])[:, 0])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
