@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def machine() -> dict[str, object]:
-    """CPU model, cores, GPU (or None), Python and torch versions."""
+    """CPU model, cores, the CPU kernels torch picked (AVX2, AVX512, ...), GPU (or None), Python and torch versions.
+    CNN training is bit-identical run after run on one machine, not across kernel paths: two machines of the same
+    description but other kernels train the same model to different weights (README, "Determinism")."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -20,6 +22,7 @@ def machine() -> dict[str, object]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "gpu": f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})" if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -28,5 +31,5 @@ def machine() -> dict[str, object]:
 
 def describe(facts: dict[str, object]) -> str:
     """The machine in one line, as reports print it next to the timings."""
-    device = facts["gpu"] or f"CPU only, {facts['cores']} cores"
+    device = facts["gpu"] or f"CPU only, {facts['cores']} cores, {facts.get('cpu_kernels', 'kernels not recorded')} kernels"
     return f"{device}; {facts['cpu']}; {platform.system()} {platform.release()}; Python {facts['python']}, torch {facts['torch']}"
