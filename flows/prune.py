@@ -35,8 +35,9 @@ def preflight(params: Params, stages: tuple[str, ...]) -> None:
     other data or params.
 
     `unseen run` and `unseen stage` call it before the flow run starts; the flows call it again for scheduled runs
-    (the data set is loaded once per process, so the second call costs little). It sets torch's threads first: the
-    data set's normalisation statistics are reductions, which differ in the last bit with the thread count.
+    (the data set is loaded once per process, so the second call costs little). It sets torch's threads first: one on
+    the main thread, whose torch work runs in a thread of its own with the tasks' count (`tasks.runners.torch_work`),
+    as the data set's normalisation statistics, reductions that differ in the last bit with the thread count, need.
     """
     check_params(params)
     set_torch_threads(params.orchestration)

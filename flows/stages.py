@@ -32,7 +32,8 @@ class StageReport:
 
 
 def features_stage(params: Params, tracker: Tracker) -> StageReport:
-    compute = with_retries(params, features_task)(params, tracker)
+    """The proxy trains in a task thread (or on a worker), as every model does, not in the flow's own thread."""
+    compute = submit_on_workers(with_retries(params, features_task), params, tracker).result()
     return StageReport("features", [str(params.output("features.parquet")), str(params.output("skipped_images.parquet"))], compute_seconds=compute)
 
 

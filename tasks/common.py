@@ -13,6 +13,7 @@ from prefect import Task, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL
 
+from tasks.runners import torch_work
 from tasks.tracking import Tracker
 from unseen.config import DataParams, InputError, Params
 from unseen.data import ImageDataset, load_dataset
@@ -31,9 +32,10 @@ def _cached_dataset(data: DataParams, seed: int) -> ImageDataset:
 
 
 def dataset_for(params: Params) -> ImageDataset:
-    """Load the data set once per process, whichever task asks first."""
+    """Load the data set once per process, whichever task asks first, with the tasks' torch threads (off the main
+    thread, which asks first: `tasks.runners.torch_work`)."""
     with _DATA_LOCK:
-        return _cached_dataset(params.data, params.seed)
+        return torch_work(params.orchestration, lambda: _cached_dataset(params.data, params.seed))
 
 
 def _retry_unless_input_error(task: Task, task_run, state) -> bool:

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common import GPU_TAG, dataset_for, epoch_logger, shrinking_on_oom
 from tasks.increment import features_folder, increment_plan, keep_copy
+from tasks.runners import set_torch_threads
 from tasks.tracking import Tracker
 from unseen.config import Params
 from unseen.features import extend_features, extract_features, features_columns, proxy_epochs_at_most
@@ -22,6 +23,7 @@ from unseen.training import pick_device
 @task(name="features", cache_policy=NO_CACHE, tags=[GPU_TAG])
 def features_task(params: Params, tracker: Tracker) -> float:
     """Extract the embeddings (retrying with smaller batches when out of memory); returns the compute seconds."""
+    set_torch_threads(params.orchestration)
     started = time.perf_counter()
     dataset = dataset_for(params)
     plan, kept = increment_plan(params, dataset), features_folder(params, dataset)

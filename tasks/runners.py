@@ -7,7 +7,8 @@
 - `map_on_workers(task, ...)` (and `submit_on_workers` for one task): `task.map(...)` that asks the Dask scheduler for one unit of the `GPU` resource per task
   when the cluster's workers declare it, so a worker never runs two GPU tasks at once. Every mapped GPU task
   (fold scoring, multi-step scoring, retraining, benchmark cells) goes through it.
-- `set_torch_threads(orchestration)`: first line of every such task: sets torch's intra-op threads.
+- `set_torch_threads(orchestration)`: first line of every such task: sets torch's intra-op threads; `torch_work`
+  moves torch work off a process's main thread, whose thread team would slow every task thread.
 
 `distributed` is imported only when the Dask runner is chosen, so local runs do not pay for it.
 """
@@ -15,9 +16,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -31,6 +35,7 @@ from unseen.config import OrchestrationParams
 
 GPU = "GPU"
 logger = get_logger("unseen.runners")
+Result = TypeVar("Result")
 
 
 def task_runner(orchestration: OrchestrationParams) -> TaskRunner:
@@ -166,8 +171,44 @@ def torch_threads_for(orchestration: OrchestrationParams) -> int | None:
     return worker.state.nthreads if worker is not None else None
 
 
+TORCH_THREADS = torch.get_num_threads()
+"""torch's own intra-op thread count in this process (one per core, or OMP_NUM_THREADS), read at import."""
+
+
+def torch_work(orchestration: OrchestrationParams, work: Callable[[], Result]) -> Result:
+    """`work()` with the tasks' torch threads: in this thread, or, on a process's main thread, in a short-lived thread
+    of its own (with the caller's context, so Prefect's logger works there), whose OpenMP team goes with it.
+
+    A thread that has run a parallel torch operation keeps a thread team, and while it exists, the parallel regions
+    of every other thread run slower: on 2 CPU cores the default run's retrain took 50-58 s instead of 37-40 s because
+    its main thread had trained the proxy and the step probes (`benchmarks/thread_penalty.py`). The main thread keeps
+    one torch thread (`set_torch_threads`), and its torch work (loading the data set, whose normalisation statistics
+    are reductions, and the step probes a select stage trains in place) runs here, with the same thread count as in
+    a task, so its results are the same to the bit."""
+    if threading.current_thread() is not threading.main_thread():
+        set_torch_threads(orchestration)
+        return work()
+    context = contextvars.copy_context()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            set_torch_threads(orchestration)
+            outcome["result"] = context.run(work)
+        except BaseException as exc:  # raised again in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="unseen-torch")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def set_torch_threads(orchestration: OrchestrationParams) -> int:
-    """Call first in every task that trains or infers (and once in the flow process); returns torch's thread count.
+    """Call first in every task that trains or infers (and once in the flow process); returns torch's thread count:
+    one on a process's main thread, whose torch work goes through `torch_work`.
 
     torch's intra-op pool is per process and sized at start-up: one thread per core, or OMP_NUM_THREADS, which Dask's
     nanny sets to 1 in the worker processes it spawns. Neither fits every worker: two 1-thread workers must not
@@ -178,7 +219,7 @@ def set_torch_threads(orchestration: OrchestrationParams) -> int:
     thread counts, which `torch_threads` pins. Setting it per task (not per worker at start-up) also covers workers
     this code did not start, such as an existing cluster's.
     """
-    wanted = torch_threads_for(orchestration)
-    if wanted is not None and torch.get_num_threads() != wanted:
+    wanted = 1 if threading.current_thread() is threading.main_thread() else torch_threads_for(orchestration) or TORCH_THREADS
+    if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return torch.get_num_threads()

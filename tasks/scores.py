@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common import GPU_TAG, dataset_for, epoch_logger, shrinking_on_oom
 from tasks.increment import cache_folder, increment_plan, keep_copy, publish_state, scores_folder, snapshot_ids
-from tasks.runners import set_torch_threads
+from tasks.runners import set_torch_threads, torch_work
 from tasks.tracking import Tracker
 from unseen.config import Params
 from unseen.data import ImageDataset
@@ -110,12 +110,12 @@ def scoring_model_task(params: Params, tracker: Tracker, model: ScoringModel, ke
             epochs = params.scores.probe.epochs if probe else params.scores.recipe.epochs
             on_epoch = epoch_logger(tracker, run_id, f"[{stage}] {model.name}", epochs)
             keeper = WeightKeeper(params.scores.recorded_window("unseen"), on_epoch) if model.kind == "unseen" and params.increment.enabled else None
-            record, used = shrinking_on_oom(
+            record, used = torch_work(params.orchestration, lambda: shrinking_on_oom(  # a step probe trains on the flow's thread
                 params, tracker, run_id, f"{stage} {model.name}", _scorer_batch_size,
                 lambda p: train_scoring_model(
                     dataset, model, p.scores, seed=params.seed, device=pick_device(), on_epoch=keeper or on_epoch, kept=kept, embeddings=embeddings
                 ),
-            )
+            ))
             if keeper is not None:
                 keeper.save(path.with_suffix(".weights.pt"), params.scores, dataset, in_dim=0 if embeddings is None else embeddings.shape[1])
         compute = time.perf_counter() - started
