@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.machine import machine
@@ -23,7 +22,7 @@ from unseen.config import load_params
 from unseen.data import load_dataset
 from unseen.features import extract_features
 from unseen.io import write_json
-from unseen.scores import embedding_scores, score_step
+from unseen.scores import embedding_scores, step_scorer
 from unseen.selection import select_multistep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,11 +57,9 @@ def main() -> None:
         train, labels, params.scores, seed=params.seed, sample_ids=dataset.train.sample_ids, num_classes=dataset.num_classes
     ))
     pool = test if params.select.target_pool == "test" else None
-    def step_scorer(step: int, kept: np.ndarray) -> np.ndarray:
-        return score_step(dataset, step, kept, params.scores, params.select.score_name, seed=params.seed, embeddings=train)[0]
-
+    scorer = step_scorer(dataset, params.scores, params.select.score_name, seed=params.seed, embeddings=train)
     (coreset, _), select_seconds, select_top = profiled(lambda: select_multistep(
-        params.select, table.difficulty(params.select.score), train, labels, step_scorer, num_classes=dataset.num_classes,
+        params.select, table.difficulty(params.select.score), train, labels, scorer, num_classes=dataset.num_classes,
         pool_features=pool, flagged=table.cut_flags(params.select), misclassified=table.oversampled_candidates(params.select), seed=params.seed,
     ))
     result = {

@@ -15,7 +15,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.stats import spearmanr
 
@@ -24,7 +23,7 @@ from unseen.data import load_dataset, place_system_fashion_mnist
 from unseen.features import extract_features
 from unseen.io import write_json
 from unseen.retrain import train_and_test
-from unseen.scores import score_step, unseen_scores
+from unseen.scores import step_scorer, unseen_scores
 from unseen.selection import random_baseline, select_multistep
 from unseen.training import pick_device
 
@@ -48,12 +47,9 @@ def chain(params: Params, device: torch.device) -> dict[str, object]:
     dataset = timed(seconds, "load", lambda: load_dataset(params.data, params.seed))
     train_features, _ = timed(seconds, "features", lambda: extract_features(dataset, params.features, seed=params.seed, device=device))
     scores = timed(seconds, "scores", lambda: unseen_scores(dataset, params.scores, seed=params.seed, device=device, embeddings=train_features))
-
-    def step_scorer(step: int, kept: np.ndarray) -> np.ndarray:
-        return score_step(dataset, step, kept, params.scores, params.select.score_name, seed=params.seed, device=device, embeddings=train_features)[0]
-
+    scorer = step_scorer(dataset, params.scores, params.select.score_name, seed=params.seed, device=device, embeddings=train_features)
     coreset, _ = timed(seconds, "select", lambda: select_multistep(
-        params.select, scores.difficulty(params.select.score), train_features, scores.labels, step_scorer,
+        params.select, scores.difficulty(params.select.score), train_features, scores.labels, scorer,
         flagged=scores.cut_flags(params.select), misclassified=scores.oversampled_candidates(params.select),
         num_classes=dataset.num_classes, seed=params.seed,
     ))

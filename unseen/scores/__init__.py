@@ -20,7 +20,7 @@ from unseen.scores.records import (
     stratified_folds,
     train_scoring_model,
 )
-from unseen.scores.scoring import record_scores, score_record, score_step, step_scores
+from unseen.scores.scoring import record_scores, score_record, score_step, step_scorer, step_scores
 from unseen.scores.report import compare_seen_unseen, histogram_rows, scores_report, seen_unseen_histograms, spread
 from unseen.scores.table import ScoreTable, combine_records, embedding_scores, unseen_scores
 
@@ -53,6 +53,7 @@ __all__ = [
     "scoring_models",
     "seen_unseen_histograms",
     "spread",
+    "step_scorer",
     "step_scores",
     "stratified_folds",
     "train_scoring_model",

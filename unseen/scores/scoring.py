@@ -100,3 +100,11 @@ def score_step(
         dataset, ScoringModel("step", step - 1), params, seed=seed, device=device, on_epoch=on_epoch, kept=kept, embeddings=embeddings
     )
     return step_scores(record, kept, score_name), record
+
+
+def step_scorer(
+    dataset: ImageDataset, params: ScoresParams, score_name: str, *, seed: int = 0, device: torch.device | None = None,
+    embeddings: np.ndarray | None = None,
+) -> Callable[[int, np.ndarray], np.ndarray]:
+    """`score_step` as the scorer `unseen.selection.select_multistep` takes: (step, kept) -> the rest's difficulty."""
+    return lambda step, kept: score_step(dataset, step, kept, params, score_name, seed=seed, device=device, embeddings=embeddings)[0]
