@@ -149,6 +149,14 @@ def test_fixed_iterations_and_invalid_methods(tmp_path, fashion_root):
     assert (params.seed, params.select.prune_ratio, params.select.hard_cutoff, params.retrain.recipe.epochs) == (3, 0.9, 0.1, 8)
 
 
+@pytest.mark.parametrize("path", sorted(p.name for p in (REPO / "benchmarks").glob("*.yaml") if p.name != "anchors.yaml"))
+def test_every_committed_sweep_file_still_loads_against_params_yaml(path, monkeypatch):
+    """Each report names the sweep file that reruns it: a renamed or removed params key must not strand one."""
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(Path("benchmarks") / path)
+    assert sweep.name and sweep.methods and Path(sweep.params).is_file()
+
+
 def _write(tmp_path, sweep):
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump(sweep))
