@@ -245,3 +245,25 @@ def test_a_seed_whose_kept_extractor_embeds_it_keeps_the_cost_of_the_extraction(
     first, again = twice()
     assert again["features_seconds"] == first["features_seconds"] > 0
     assert json.loads(changed.output("seed_costs.json").read_text())["hashes"]["features"] == changed.stage_hash("features")
+
+
+def test_noisy_share_writes_the_proxy_checks_share_per_seed_and_refuses_a_sweep_without_the_check(tmp_path, fashion_root, monkeypatch):
+    """benchmarks/noisy_share.py: the share the proxy's first epoch logged, per seed, at the sweep's params; a sweep whose
+    extractor trains no proxy (pixels) is refused by name."""
+    from benchmarks.noisy_share import main
+
+    sweep = _sweep(tmp_path, fashion_root)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(sweep))
+    monkeypatch.setattr(sys, "argv", ["noisy_share.py", "--config", str(config), "--seeds", "0", "1"])
+    with pytest.raises(SystemExit, match="noisy-label check is off"):
+        main()
+    params = yaml.safe_load(Path(sweep["params"]).read_text())
+    params["features"] = {"extractor": "proxy", "proxy": {"epochs": 1}, "proxy_noisy_epochs": 2}
+    params["data"]["label_noise"] = 0.2
+    write_params(Path(sweep["params"]), params)
+    main()
+    result = json.loads((tmp_path / "results" / "tiny_noisy_share.json").read_text())
+    assert set(result["noisy_label_share"]) == {"0", "1"} and all(0 <= share <= 1 for share in result["noisy_label_share"].values())
+    assert result["train_samples"] == 1000 and result["label_noise"] == 0.2 and result["noisy_at_or_above"] == 0.1
+    assert result["command"].endswith("--seeds 0 1")
