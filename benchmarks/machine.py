@@ -8,10 +8,12 @@ from pathlib import Path
 
 
 def machine() -> dict[str, object]:
-    """CPU model, cores, the CPU kernels torch picked (AVX2, AVX512, ...), GPU (or None), Python and torch versions.
-    CNN training is bit-identical run after run on one machine, not across kernel paths: two machines of the same
-    description but other kernels train the same model to different weights (README, "Determinism")."""
+    """CPU model, cores, the CPU kernels torch and numpy's OpenBLAS picked (AVX2, AVX512, ...), GPU (or None), Python
+    and torch versions. A run is bit-identical run after run on one machine, not across kernel paths: under other
+    OpenBLAS kernels the same tables give another coreset (docs/operations.md, "Determinism")."""
+    import numpy  # noqa: F401  (loads the OpenBLAS that threadpoolctl reports)
     import torch
+    from threadpoolctl import threadpool_info
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -23,6 +25,7 @@ def machine() -> dict[str, object]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "blas_kernels": next((f"OpenBLAS {i['architecture']}" for i in threadpool_info() if i["internal_api"] == "openblas"), None),
         "gpu": f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})" if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -31,5 +34,6 @@ def machine() -> dict[str, object]:
 
 def describe(facts: dict[str, object]) -> str:
     """The machine in one line, as reports print it next to the timings."""
-    device = facts["gpu"] or f"CPU only, {facts['cores']} cores, {facts.get('cpu_kernels', 'kernels not recorded')} kernels"
+    blas = f", {facts['blas_kernels']}" if facts.get("blas_kernels") else ""
+    device = facts["gpu"] or f"CPU only, {facts['cores']} cores, {facts.get('cpu_kernels', 'kernels not recorded')} kernels{blas}"
     return f"{device}; {facts['cpu']}; {platform.system()} {platform.release()}; Python {facts['python']}, torch {facts['torch']}"
