@@ -111,7 +111,7 @@ def _standard_error(a: tuple[float, float, int], b: tuple[float, float, int]) ->
 
 def comparison_lines(sweep: BenchmarkConfig, summary: dict) -> list[str]:
     """Per prune ratio: the reported UNSEEN configuration (fixed in the sweep file before the sweep) against the best
-    baseline, random (difference and its standard error) and the full data. Without one, every UNSEEN form is shown,
+    baseline and random (each difference with its standard error) and the full data. Without one, every UNSEEN form is shown,
     and the report says that picking among them after the fact flatters UNSEEN."""
     subjects = [sweep.reported] if sweep.reported else [m for m, spec in sweep.methods.items() if spec.group == "unseen"]
     others = [m for m, spec in sweep.methods.items() if spec.group == "baseline"]
@@ -128,7 +128,8 @@ def comparison_lines(sweep: BenchmarkConfig, summary: dict) -> list[str]:
             text = f"- prune {_pct(r)}: {sweep.methods[method].label} {mine[0]:.2f} ± {mine[1]:.2f}"
             if rivals:
                 (rival, rival_name) = max(rivals)
-                text += f"; best baseline {sweep.methods[rival_name].label} {rival[0]:.2f} ± {rival[1]:.2f} ({mine[0] - rival[0]:+.2f})"
+                text += (f"; best baseline {sweep.methods[rival_name].label} {rival[0]:.2f} ± {rival[1]:.2f} "
+                         f"({mine[0] - rival[0]:+.2f}, standard error {_standard_error(mine, rival):.2f})")
             if ("random", r) in summary:
                 rand = summary[("random", r)]
                 text += f"; random {rand[0]:.2f} ({mine[0] - rand[0]:+.2f}, standard error {_standard_error(mine, rand):.2f})"

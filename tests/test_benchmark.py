@@ -1,6 +1,7 @@
 """The benchmark sweep through the real flow on 1,000 Fashion-MNIST samples: results table, resume cache, report."""
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def test_report_is_generated_from_the_table_by_the_command(sweep_run):
     text = path.read_text()
     assert "unseen bench-report --config" in text and "| Random |" in text and "**" in text and "cells finished: 14 of 14" in text
     assert text.index("## Published anchors") > text.index("## Our measurements") and "2210.15809" in text
+    assert re.search(r"best baseline Random [0-9.]+ ± [0-9.]+ \([+-][0-9.]+, standard error [0-9.]+\)", text)  # a gain or a gap, next to its noise
     assert (path.parent / "benchmarks" / "tiny_accuracy_vs_prune_ratio.png").stat().st_size > 0
     assert (path.parent / "benchmarks" / "tiny_scores_distributions.png").stat().st_size > 0
 
