@@ -11,9 +11,9 @@ def machine() -> dict[str, object]:
     """CPU model, cores, the CPU kernels torch and numpy's OpenBLAS picked (AVX2, AVX512, ...), GPU (or None), Python
     and torch versions. A run is bit-identical run after run on one machine, not across kernel paths: under other
     OpenBLAS kernels the same tables give another coreset (docs/operations.md, "Determinism")."""
-    import numpy  # noqa: F401  (loads the OpenBLAS that threadpoolctl reports)
     import torch
-    from threadpoolctl import threadpool_info
+
+    from unseen.training import compute_kernels
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -24,8 +24,7 @@ def machine() -> dict[str, object]:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
-        "blas_kernels": next((f"OpenBLAS {i['architecture']}" for i in threadpool_info() if i["internal_api"] == "openblas"), None),
+        **compute_kernels(),
         "gpu": f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})" if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -28,7 +28,7 @@ from prefect.exceptions import TerminationSignal
 
 from tasks.lineage import file_md5, git_commit
 from unseen.config import Params
-from unseen.training import request_stop
+from unseen.training import compute_kernels, request_stop
 
 PROBE_TIMEOUT_SECONDS = 5
 EXPERIMENT_KIND, TRAINING_RUNS = "mlflow.experimentKind", "custom_model_development"
@@ -194,7 +194,8 @@ def pipeline_run(params: Params, name: str) -> Iterator[Tracker]:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, TRAINING_RUNS)
     mark_abandoned_runs_killed(client, experiment_id)
     owner = {"unseen.host": socket.gethostname(), "unseen.pid": str(os.getpid())}
-    run = client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), "stage": name, **owner})
+    kernels = {f"unseen.{key}": str(value) for key, value in compute_kernels().items()}  # what a coreset's bits depend on
+    run = client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), "stage": name, **owner, **kernels})
     tracker = Tracker(params.tracking.uri, experiment_id, run.info.run_id)
     tracker.log_params(run.info.run_id, _flatten(params.model_dump(mode="json")))
     with tracker.ended(tracker.run_id):

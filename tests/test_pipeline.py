@@ -57,6 +57,7 @@ def test_mlflow_has_parent_children_and_registered_model(pipeline_run):
     client = MlflowClient(uri)
     parent = client.get_run(result["run_id"])
     assert parent.info.status == "FINISHED" and parent.data.params["select.prune_ratio"] == "0.5"
+    assert parent.data.tags["unseen.cpu_kernels"] and parent.data.tags["unseen.blas_kernels"].startswith("OpenBLAS ")  # a coreset's bits depend on them
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
     names = sorted(run.info.run_name for run in children)
     assert names == [  # the default selection takes three steps: a step model before each later one

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_info
 
 from unseen.config import ProbeRecipe, TrainRecipe
 from unseen.data import ImageDataset, Split
@@ -37,6 +38,13 @@ def check_stop() -> None:
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_kernels() -> dict[str, str | None]:
+    """The CPU kernels torch and numpy's OpenBLAS picked for this machine: a run is bit-identical run after run, and
+    across machines only where these match (docs/operations.md, "Determinism")."""
+    blas = next((f"OpenBLAS {info['architecture']}" for info in threadpool_info() if info["internal_api"] == "openblas"), None)
+    return {"cpu_kernels": torch.backends.cpu.get_cpu_capability(), "blas_kernels": blas}
 
 
 def _autocast(device: torch.device):
