@@ -26,7 +26,7 @@ from unseen.tables import CORESET, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 UNSEEN = str(Path(sys.executable).with_name("unseen"))
-ARCHITECTURE = "from threadpoolctl import threadpool_info; import numpy; print(next(i['architecture'] for i in threadpool_info() if i['internal_api'] == 'openblas'))"
+KERNELS = "from unseen.training import compute_kernels; print(compute_kernels()['blas_kernels'].removeprefix('OpenBLAS '))"
 
 
 def _environment(core_type: str) -> dict[str, str]:
@@ -47,7 +47,7 @@ def selected_under(core_type: str, tables: Path, work: Path, overrides: list[str
     for name in ("features.parquet", "scores.parquet", "skipped_images.parquet"):
         shutil.copyfile(tables / name, outputs / name)
     _stage("select", outputs, overrides, core_type)
-    kernels = subprocess.run([sys.executable, "-c", ARCHITECTURE], env=_environment(core_type), check=True, capture_output=True, text=True)
+    kernels = subprocess.run([sys.executable, "-c", KERNELS], cwd=REPO, env=_environment(core_type), check=True, capture_output=True, text=True)
     selected = read_table(CORESET, outputs / "coreset.parquet").column("selected").to_numpy(zero_copy_only=False)
     return kernels.stdout.strip(), selected
 

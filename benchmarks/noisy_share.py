@@ -15,21 +15,22 @@ import json
 import torch
 
 from benchmarks.machine import machine
-from benchmarks.sweep import load_sweep, seed_params
+from benchmarks.sweep import BenchmarkConfig, load_sweep, seed_params
 from unseen.data import load_dataset
 from unseen.features import extract_features
 from unseen.io import write_json
 
 
-def first_epoch_share(config: str, seed: int) -> tuple[float, int]:
-    """(the proxy's logged noisy-label share, train samples) for `seed` of the sweep in `config`."""
-    params = seed_params(load_sweep(config), seed)
-    if params.features.extractor != "proxy" or params.features.proxy_noisy_epochs <= params.features.proxy.epochs:
-        raise SystemExit(f"{config}: the noisy-label check is off (features.extractor proxy and proxy_noisy_epochs > proxy.epochs turn it on)")
+def first_epoch_share(sweep: BenchmarkConfig, seed: int) -> tuple[float, int]:
+    """(the noisy-label share the features stage's proxy logs for `seed` of `sweep`, train samples); exits where it
+    logs none (the check is off: no proxy, or `proxy_noisy_epochs` no longer than its recipe)."""
+    params = seed_params(sweep, seed)
     dataset = load_dataset(params.data, params.seed)
     logged: list[float] = []
     extract_features(dataset, params.features, seed=params.seed, device=torch.device("cpu"),
                      on_epoch=lambda epoch, model, stats: logged.append(stats["noisy_label_share"]) if "noisy_label_share" in stats else None)
+    if not logged:
+        raise SystemExit(f"{sweep.name}: the noisy-label check is off (features.extractor proxy and proxy_noisy_epochs > proxy.epochs turn it on)")
     return logged[0], len(dataset.train)
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds to train the proxy with")
     args = parser.parse_args()
     sweep = load_sweep(args.config)
-    shares = {seed: first_epoch_share(args.config, seed) for seed in args.seeds}
+    shares = {seed: first_epoch_share(sweep, seed) for seed in args.seeds}
     first = seed_params(sweep, args.seeds[0])
     result = {
         "command": f"python benchmarks/noisy_share.py --config {args.config} --seeds {' '.join(map(str, args.seeds))}",
