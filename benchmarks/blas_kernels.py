@@ -1,8 +1,8 @@
 """Whether the select stage gives the same coreset under other OpenBLAS kernels (numpy's matrix products: the UNSEEN
 objective's kernel features and gains) on the same features and scores tables: `unseen stage features` and `scores`
-once, then `unseen stage select` once per `OPENBLAS_CORETYPE`, each in a fresh process and folder. On one machine a
-run is bit-identical run after run; a machine whose CPU makes OpenBLAS pick other kernels (AVX2 against AVX512) sums
-in another order, and the greedy's near-ties can break the other way.
+once, then `unseen stage select` once per `OPENBLAS_CORETYPE`, each in a fresh process and folder. A machine whose CPU
+makes OpenBLAS pick other kernels (AVX2 against AVX512) sums in another order; the kernel features' grid makes the
+greedy's products exact, so no sample should be swapped (unseen.selection.kernels).
 Usage: .venv/bin/python benchmarks/blas_kernels.py [--core-types "" Haswell Sandybridge] [--set KEY=VALUE ...] [--out F]
 Writes benchmarks/results/blas_kernels.json (or F).
 """

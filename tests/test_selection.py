@@ -8,7 +8,7 @@ import pytest
 from unseen.budgets import allocate, budget_for, class_budgets, coverage_class_budgets, difficulty_class_budgets, random_subset, stratified_quotas
 from unseen.selection import UnseenObjective, mmd, select_coreset
 from unseen.config import SelectParams
-from unseen.selection.kernels import fourier_features, fourier_means
+from unseen.selection.kernels import fourier_features, fourier_means, grid_step
 
 
 def _toy(n=3000, classes=5, dim=16, seed=0):
@@ -52,6 +52,21 @@ def test_fourier_features_approximate_gaussian_kernel():
     a, b = rng.normal(size=(2, 4)).astype(np.float32)
     z = fourier_features(np.stack([a, b]), 20000, 1.5, np.random.default_rng(1))
     assert abs(float(z[0] @ z[1]) - np.exp(-np.sum((a - b) ** 2) / (2 * 1.5**2))) < 0.03
+
+
+@pytest.mark.parametrize("dim", [8, 100, 128, 256, 1000, 20000])
+def test_fourier_features_lie_on_a_grid_whose_float32_dot_products_are_exact(dim):
+    """Any two features' float32 dot product, in any summation order, equals the exact one: the greedy's products give
+    the same bits under every BLAS kernel (benchmarks/blas_kernels.py)."""
+    step = grid_step(dim)
+    assert np.log2(step) == round(np.log2(step)) and dim * (np.sqrt(2.0 / dim) / step) ** 2 <= 2**24
+    x = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
+    z = fourier_features(x, dim, 1.0, np.random.default_rng(1))
+    units = z.astype(np.float64) / step
+    np.testing.assert_array_equal(units, np.rint(units))
+    exact = units[:40] @ units[40:80].T * step**2  # integers under 2**53: exact in float64
+    np.testing.assert_array_equal(z[:40] @ z[40:80].T, exact)
+    np.testing.assert_array_equal(z[:40][:, ::-1] @ z[40:80][:, ::-1].T, exact)  # the other order
 
 
 @pytest.mark.parametrize("prune_ratio", [0.3, 0.5, 0.9])
@@ -412,7 +427,7 @@ def test_greedy_picks_and_terms_on_a_hand_checked_case():
     rank = np.array([1.0, 0.0, 1.0, 0.5, 0.5])
     region, quotas = np.array([1, 0, 0, 0, 1]), np.array([3, 1])
     weights = GainWeights(importance_weight=1.0, alignment_weight=1.0, diversity_weight=0.5)
-    picks = _greedy(z, np.zeros(2, dtype=np.float32), rank, region, quotas, np.ones(5, dtype=bool), weights, np.zeros(5, dtype=bool))
+    picks = _greedy(z, np.zeros(2), 1, rank, region, quotas, np.ones(5, dtype=bool), weights, np.zeros(5, dtype=bool))
     # step 0: growth 5,1,5,8,5 -> alignment 4/7,0,4/7,1,4/7 -> gains 3/7,0,3/7,-1/2,-1/14: rows 0 and 2 tie, row 0 wins;
     #         region 1 is full, so row 4 closes
     # step 1: growth 5,15,4 for rows 1-3 (closed row 4's 13 and picked row 0's 15 stay out) -> gains -13/22,-1/2,1/2: row 3
@@ -432,7 +447,7 @@ def test_without_alignment_or_diversity_each_cell_keeps_a_seeded_draw_or_its_har
     rank = np.array([0.1, 0.9, 0.5, 0.3, 0.2, 0.8])
     cell, quotas, none = np.array([0, 0, 0, 1, 1, 1]), np.array([2, 1]), np.zeros(6, dtype=bool)
     hardest = GainWeights(importance_weight=1.0, alignment_weight=0.0, diversity_weight=0.0)
-    picks = pick_in_cells(z, np.zeros(2, dtype=np.float32), rank, cell, quotas, np.ones(6, dtype=bool), hardest, none, seed=0)
+    picks = pick_in_cells(z, np.zeros((1, 2), dtype=np.float32), rank, cell, quotas, np.ones(6, dtype=bool), hardest, none, seed=0)
     # cell 0 keeps its two hardest (rows 1, 2), cell 1 its hardest (row 5), picked hardest first: rows 1, 5, 2
     assert picks["order"].tolist() == [-1, 0, 2, -1, -1, 1]
     np.testing.assert_allclose(picks["importance_term"], [np.nan, 0.9, 0.5, np.nan, np.nan, 0.8], rtol=1e-6)
@@ -444,13 +459,13 @@ def test_without_alignment_or_diversity_each_cell_keeps_a_seeded_draw_or_its_har
     rows, cells = np.arange(400), np.arange(400) % 4
     available, fixed = rows % 8 != 0, rows == 1  # cell 0: 50 of its 100 rows unavailable; cell 1 holds the preselected row
     quotas = np.array([50, 99, 0, 20])  # cells 0 and 1 take every row they may take: a slip would show every time
-    draws = [pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros(2, dtype=np.float32), rows / 400, cells,
+    draws = [pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros((1, 2), dtype=np.float32), rows / 400, cells,
                            quotas, available, drawn, fixed, seed=seed)["order"] >= 0 for seed in (0, 0, 1)]
     assert (draws[0] == draws[1]).all() and (draws[0] != draws[2]).any()  # the same seed, the same picks
     assert np.bincount(cells[draws[0]], minlength=4).tolist() == [50, 99, 0, 20]
     assert not (draws[0] & ~available).any() and not draws[0][1]  # neither unavailable nor preselected rows
     with pytest.raises(ValueError, match="available rows for quotas"):  # more asked of a cell than it holds
-        pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros(2, dtype=np.float32), rows / 400, cells,
+        pick_in_cells(np.zeros((400, 2), dtype=np.float32), np.zeros((1, 2), dtype=np.float32), rows / 400, cells,
                       np.array([51, 0, 0, 0]), available, drawn, fixed, seed=0)
 
 

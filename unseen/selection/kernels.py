@@ -1,13 +1,24 @@
-"""The Gaussian kernel behind alignment and diversity, approximated by random Fourier features (nothing N x N)."""
+"""The Gaussian kernel behind alignment and diversity, approximated by random Fourier features (nothing N x N).
+
+The features are computed in float64 and rounded onto a power-of-two grid coarse enough that any dot product of two
+of them is an exact float32 sum: the greedy's matrix products then give the same bits under every BLAS kernel and
+thread count (AVX2 or AVX512, any CPU), so a coreset does not depend on the machine that selected it.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+EXACT_UNITS = 2**24
+"""float32 holds every integer up to 2**24: sums of products of grid values stay exact while they total fewer grid
+units than this, whatever order a BLAS kernel adds them in."""
 
 
 def median_bandwidth(x: np.ndarray, rng: np.random.Generator, sample: int = 1000) -> float:
     """The median pairwise distance on a random sample: the usual Gaussian-kernel bandwidth rule."""
-    picked = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)]
+    picked = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)].astype(np.float64)
     sq = (picked**2).sum(1)
     distances = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * picked @ picked.T, 0))
     median = float(np.median(distances[np.triu_indices(len(picked), k=1)])) if len(picked) > 1 else 0.0
@@ -60,18 +71,27 @@ def fourier_means(
     return {name: sums[name] / max(int(mask.sum()), 1) for name, mask in groups.items()}
 
 
+def grid_step(dim: int) -> float:
+    """The finest power of two on which `dim` Fourier features (each within sqrt(2/dim) of 0) have exact float32 dot
+    products: at most sqrt(EXACT_UNITS / dim) steps from 0 each, so a dot product totals at most EXACT_UNITS units."""
+    mantissa, exponent = math.frexp(math.sqrt(2.0 / dim) / math.isqrt(EXACT_UNITS // dim))
+    return math.ldexp(1.0, exponent if mantissa > 0.5 else exponent - 1)
+
+
 def _fourier_map(in_dim: int, dim: int, bandwidth: float, rng: np.random.Generator):
-    """The random map behind the Fourier features: weights, then phases, drawn from `rng` in that order."""
-    weights = rng.normal(scale=1.0 / bandwidth, size=(in_dim, dim)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=dim).astype(np.float32)
-    return lambda block: np.sqrt(2.0 / dim) * np.cos(block @ weights + phase)
+    """The random map behind the Fourier features: weights, then phases, drawn from `rng` in that order; computed in
+    float64, returned on the exact grid (float32)."""
+    weights = rng.normal(scale=1.0 / bandwidth, size=(in_dim, dim))
+    phase = rng.uniform(0, 2 * np.pi, size=dim)
+    amplitude, step = np.sqrt(2.0 / dim), grid_step(dim)
+    return lambda block: (np.rint(amplitude * np.cos(np.asarray(block, np.float64) @ weights + phase) / step) * step).astype(np.float32)
 
 
 def kernel_features(features: np.ndarray, dim: int, rng: np.random.Generator, chunk: int = 65536) -> np.ndarray:
     """Random Fourier features of the standardized features, with the median bandwidth of a 2,000-sample draw."""
     mean, std = standardize(features, chunk)
     sample = (features[rng.choice(len(features), size=min(2000, len(features)), replace=False)] - mean) / std
-    bandwidth = median_bandwidth(sample.astype(np.float32), rng)
+    bandwidth = median_bandwidth(sample, rng)
     return fourier_features(features, dim, bandwidth, rng, mean=mean, std=std, chunk=chunk)
 
 

@@ -111,7 +111,7 @@ def _regions(x: np.ndarray, count: int, seed: int) -> np.ndarray:
         return np.zeros(len(x), dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return KMeans(n_clusters=count, n_init=1, max_iter=50, random_state=seed).fit_predict(x).astype(np.int64)
+        return KMeans(n_clusters=count, n_init=1, max_iter=50, random_state=seed).fit_predict(x.astype(np.float64)).astype(np.int64)
 
 
 def region_budgets(
@@ -232,7 +232,7 @@ def _nearest_class(pool: np.ndarray | None, features: np.ndarray, labels: np.nda
         return None
     present = np.flatnonzero(np.bincount(labels, minlength=num_classes))
     centres = np.stack([features[labels == c].mean(0) for c in present])
-    return present[pairwise_distances_argmin(pool, centres)]
+    return present[pairwise_distances_argmin(pool.astype(np.float64), centres.astype(np.float64))]
 
 
 def _dataset_strata(scores: np.ndarray, flagged: np.ndarray | None, objective: UnseenObjective) -> np.ndarray | None:
@@ -282,7 +282,7 @@ def _select_class(
     quotas_left = rebalance(quotas_left, np.bincount(unit[eligible & ~fixed], minlength=len(unit_quotas)), keep - int(fixed.sum()))
     target_rows = z if z_pool is None else np.concatenate([z, z_pool])
     weights = GainWeights(objective.importance_weight, objective.alignment_weight, objective.diversity_weight)
-    picks = pick_in_cells(z, target_rows.mean(0), rank, unit, quotas_left, eligible, weights, fixed, seed)
+    picks = pick_in_cells(z, target_rows, rank, unit, quotas_left, eligible, weights, fixed, seed)
     order = picks.pop("order")
     return {
         "selected": (order >= 0) | fixed,

@@ -25,12 +25,15 @@ class GainWeights:
 
 
 def pick_in_cells(
-    z: np.ndarray, target: np.ndarray, rank: np.ndarray, cell: np.ndarray, quotas: np.ndarray, available: np.ndarray,
+    z: np.ndarray, target_rows: np.ndarray, rank: np.ndarray, cell: np.ndarray, quotas: np.ndarray, available: np.ndarray,
     weights: GainWeights, preselected: np.ndarray, seed: int,
 ) -> dict[str, np.ndarray]:
-    """Pick sum(quotas) rows inside the cell quotas, after any preselected rows: the pick order and the recorded terms."""
+    """Pick sum(quotas) rows inside the cell quotas, after any preselected rows, toward the mean of `target_rows`:
+    the pick order and the recorded terms."""
+    target_sum = target_rows.sum(axis=0, dtype=np.float64)  # exact: grid values (unseen.selection.kernels)
     if weights.alignment_weight or weights.diversity_weight:
-        return _greedy(z, target, rank, cell, quotas, available, weights, preselected)
+        return _greedy(z, target_sum, len(target_rows), rank, cell, quotas, available, weights, preselected)
+    target = target_sum / len(target_rows)
     return _draw(z, target, rank, cell, quotas, available & ~preselected, weights.importance_weight, preselected, seed)
 
 
@@ -59,21 +62,22 @@ def _draw(
 
 
 BLOCK = 64
-"""Rows per similarity matvec in the greedy: a multiple of 4, so that OpenBLAS puts every row through the same kernel,
-and few enough that it keeps each matvec on one thread; a row's similarity then depends on neither the open rows nor
-the thread count."""
+"""Rows per similarity matvec in the greedy: few enough that OpenBLAS keeps each matvec on one thread (no thread
+start-up per pick). The products are exact on the kernel features' grid, so no blocking or order changes a bit."""
 
 PILE_UP = 64
 """Picks the greedy leaves, masked, among its open rows before it compacts them."""
 
 
 def _greedy(
-    z: np.ndarray, target: np.ndarray, rank: np.ndarray, region: np.ndarray, quotas: np.ndarray, available: np.ndarray,
-    weights: GainWeights, preselected: np.ndarray,
+    z: np.ndarray, target_sum: np.ndarray, target_count: int, rank: np.ndarray, region: np.ndarray, quotas: np.ndarray,
+    available: np.ndarray, weights: GainWeights, preselected: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Pick sum(quotas) rows one by one by the UNSEEN gain, within region quotas, after any preselected rows."""
+    """Pick sum(quotas) rows one by one by the UNSEEN gain, within region quotas, after any preselected rows. Every
+    product is of grid values (unseen.selection.kernels) and exact, and the target enters as its exact sum, divided
+    after the product: each gain, and so each pick, is the same on every machine."""
     n, steps, count = len(z), int(quotas.sum()), int(preselected.sum())
-    picked_dot = z @ z[preselected].sum(axis=0) if preselected.any() else np.zeros(n)
+    picked_dot = z @ z[preselected].sum(axis=0, dtype=np.float64) if preselected.any() else np.zeros(n)
     nearest = (z @ z[preselected].T).max(axis=1) if preselected.any() else np.zeros(n)
     norms = (z**2).sum(axis=1).astype(picked_dot.dtype)  # the dtype the gain's sum casts them to
     remaining = quotas.copy()
@@ -81,7 +85,7 @@ def _greedy(
     # the open rows' index, norm, target dot, picked-sum dot, nearest similarity, importance and region, in index order: a
     # step is one matvec and a few passes over them, each row's arithmetic the same as over all rows; compacted again
     # when a region closes or PILE_UP picks pile up
-    columns = [np.arange(n), norms, z @ target, picked_dot, nearest, weights.importance_weight * rank, region]
+    columns = [np.arange(n), norms, (z @ target_sum) / target_count, picked_dot, nearest, weights.importance_weight * rank, region]
     buffer = np.zeros((-(-n // BLOCK) * BLOCK, z.shape[1]), dtype=z.dtype)
     columns, blocks = _compact(z, columns, available & ~preselected & (remaining[region] > 0), buffer)
     dead, piled = np.empty(PILE_UP, dtype=np.intp), 0  # positions among the open rows picked since the last compaction
@@ -105,7 +109,7 @@ def _greedy(
     order[picks] = np.arange(steps)
     out = {name: np.full(n, np.nan, dtype=np.float32) for name in TERMS}
     out["importance_term"][picks], out["alignment_term"][picks], out["diversity_term"][picks] = rank[picks], alignment_at, diversity_at
-    out["class_mmd_after"][picks] = _mmd_after(z, target, preselected, picks)
+    out["class_mmd_after"][picks] = _mmd_after(z, target_sum / target_count, preselected, picks)
     return {"order": order, **out}
 
 
