@@ -273,11 +273,12 @@ def test_noisy_share_writes_the_proxy_checks_share_per_seed_and_refuses_a_sweep_
 
 def test_blas_kernels_reselects_on_the_same_tables_under_each_openblas_core_type(tmp_path, fashion_root):
     """benchmarks/blas_kernels.py: features and scores once, the select stage once per OPENBLAS_CORETYPE in a fresh
-    process; each run names the kernels OpenBLAS took, and none swaps a sample: the greedy's products are exact."""
+    process; each run names the kernels OpenBLAS took, and none swaps a sample: the greedy's products are exact. With
+    torch held to AVX2 kernels it makes the tables anew and says what came out the same."""
     out = tmp_path / "blas.json"
     settings = [f"data.root={fashion_root}", "data.download=false", "data.train_subset=1000", "data.test_subset=300",
                 "features.extractor=pixels", "features.pca_components=16", "select.steps=1", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
-    command = [sys.executable, "-m", "benchmarks.blas_kernels", "--core-types", "", "Haswell", "--out", str(out),
+    command = [sys.executable, "-m", "benchmarks.blas_kernels", "--core-types", "", "Haswell", "--torch-kernels", "avx2", "--out", str(out),
                *(arg for s in settings for arg in ("--set", s))]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -285,3 +286,7 @@ def test_blas_kernels_reselects_on_the_same_tables_under_each_openblas_core_type
     assert result["train_samples"] == 1000 and result["coreset_size"] == 500 and set(result["runs"]) == {"cpu default", "Haswell"}
     assert result["runs"]["cpu default"]["samples_swapped"] == 0 and result["runs"]["Haswell"]["openblas_kernels"] == "Haswell"
     assert result["runs"]["Haswell"]["samples_swapped"] == 0 and result["runs"]["cpu default"]["openblas_kernels"]
+    avx2 = result["torch_runs"]["avx2"]
+    assert avx2["torch_cpu_kernels"] == "AVX2" and 0 <= avx2["samples_swapped"] <= 500
+    assert result["command"].endswith("--torch-kernels avx2 " + " ".join(f"--set {s}" for s in settings))
+    assert isinstance(avx2["same_features_table"], bool) and isinstance(avx2["same_scores_table"], bool)
