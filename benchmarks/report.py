@@ -9,6 +9,7 @@ on any machine from what is committed (`unseen bench-report --config benchmarks/
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -82,6 +83,12 @@ def _missing(cells: list[tuple[str, float, int]]) -> str:
     return f" (missing: {shown}{' ...' if len(cells) > 20 else ''})"
 
 
+def code_commits(rows: list[dict]) -> str:
+    """The commits of the code that ran the cells, most cells first: a report whose cells span a code change says so."""
+    counts = Counter(row.get("code_commit") for row in rows)
+    return ", ".join(f"{commit[:10] if commit else 'not recorded'} ({n} cell{'s' * (n != 1)})" for commit, n in counts.most_common())
+
+
 def with_borrowed_baselines(sweep: BenchmarkConfig, rows: list[dict]) -> tuple[BenchmarkConfig, list[dict], str]:
     """With `baselines_from`: that sweep's baseline and full-data rows that this one lacks join it, and their methods
     its methods, so one report compares the reported method with every baseline; returns the results table they came
@@ -113,6 +120,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
     expected = {(c.method, c.prune_ratio, c.seed) for c in sweep_cells(sweep)}
     finished = {(r["method"], r["prune_ratio"], r["seed"]) for r in rows}
     missing = sorted(expected - finished, key=str)
+    code = code_commits(rows)
     sweep, rows, borrowed = with_borrowed_baselines(sweep, rows)
     summary = summarize(rows)
     report = Path(sweep.report)
@@ -137,6 +145,7 @@ def write_report(sweep: BenchmarkConfig, config_file: str) -> Path:
         f"- command: `.venv/bin/{meta.get('command', 'unseen bench --config ' + config_file)}`, "
         f"then `.venv/bin/unseen bench-report --config {config_file}`",
         f"- machine: {meta.get('machine', 'unknown')}",
+        f"- code: commit {code}",
         f"- sweep wall time: {float(meta.get('wall_seconds', 'nan')) / 60:.1f} min, summed over the invocations that wrote this table "
         "(start-up included)",
         f"- base params: `{sweep.params}` with {', '.join(f'`{o}`' for o in sweep.overrides) or 'no overrides'}",

@@ -50,9 +50,13 @@ RESULTS = pa.schema(
         ("scoring_seconds", pa.float64()),  # the seed's scoring models (seen and held out), shared by its cells
         ("params_hash", pa.string()),  # Params.run_hash() of the cell
         ("mlflow_run_id", pa.string()),
+        ("code_commit", pa.string()),  # the git commit of the code that ran the cell; null in tables from before it was kept
     ]
 )
 """The results table: one row per (method, prune ratio, seed) cell, not keyed by sample."""
+
+UNRECORDED = ("code_commit",)
+"""Results columns that cells and tables from earlier versions lack: read as null, never refused."""
 
 FULL = "full"
 """The method name of the full-data cell (no selection, prune ratio 0)."""
@@ -252,6 +256,7 @@ def write_results(sweep: BenchmarkConfig, rows: list[dict[str, Any]], **meta: st
     keys = [(r["method"], r["prune_ratio"], r["seed"]) for r in rows]
     if len(set(keys)) != len(keys):
         raise TableError(f"{sweep.results_table}: a (method, prune_ratio, seed) cell occurs twice")
+    rows = [{**dict.fromkeys(UNRECORDED), **row} for row in rows]
     table = pa.Table.from_pylist([{name: row[name] for name in RESULTS.names} for row in rows], schema=RESULTS)
     metadata = {"table": "benchmark_results", "sweep": sweep.name, "sweep_hash": sweep.sweep_hash(), **meta}
     return write_parquet(table, sweep.results_table, {f"unseen.{key}": value for key, value in metadata.items()})
@@ -266,7 +271,10 @@ def read_results(path: str | Path) -> tuple[pa.Table, dict[str, str]]:
     meta = table_meta(table)
     if meta.get("table") != "benchmark_results":
         raise TableError(f"{path}: not a benchmark results table")
-    missing = [f.name for f in RESULTS if f.name not in table.column_names]
+    missing = [f.name for f in RESULTS if f.name not in table.column_names and f.name not in UNRECORDED]
     if missing:
         raise TableError(f"{path}: columns {missing} missing; rerun `unseen bench`")
+    for name in UNRECORDED:
+        if name not in table.column_names:
+            table = table.append_column(RESULTS.field(name), pa.nulls(len(table), RESULTS.field(name).type))
     return table, meta

@@ -35,8 +35,9 @@ def file_md5(path: str | Path) -> str:
 
 
 def git_commit() -> str:
-    """The checked-out commit, or "unknown" outside a git checkout."""
+    """The commit checked out where this code lies (whatever the working directory), or "unknown" outside a git checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

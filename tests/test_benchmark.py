@@ -71,6 +71,8 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
         assert 0.1 < row["test_accuracy"] <= 1 and row["train_seconds"] > 0 and row["scoring_seconds"] > 0
         assert row["coreset_size"] == round((1 - row["prune_ratio"]) * 1000) and row["pool_size"] == 1000
         assert row["epochs"] == {0.0: 1, 0.5: 2, 0.9: 8}[row["prune_ratio"]]  # 8 steps of 128 over the pool, as many over each coreset
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    assert {row["code_commit"] for row in rows} == {head}  # the code that ran the cells, whatever the working directory
     assert {"command", "machine", "wall_seconds", "sweep_hash"} <= set(meta)
     assert (tmp / "results" / "tiny_scores_distributions.png").stat().st_size > 0
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
@@ -114,6 +116,26 @@ def test_report_is_generated_from_the_table_by_the_command(sweep_run):
     assert re.search(r"best baseline Random [0-9.]+ ± [0-9.]+ \([+-][0-9.]+, standard error [0-9.]+\)", text)  # a gain or a gap, next to its noise
     assert (path.parent / "benchmarks" / "tiny_accuracy_vs_prune_ratio.png").stat().st_size > 0
     assert (path.parent / "benchmarks" / "tiny_scores_distributions.png").stat().st_size > 0
+    assert re.search(r"^- code: commit [0-9a-f]{10} \(14 cells\)$", text, re.MULTILINE)
+
+
+def test_results_from_before_the_code_commit_was_kept_read_as_not_recorded(tmp_path):
+    """A committed results table without `code_commit` still loads; the report counts its cells as not recorded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.report import code_commits
+    from benchmarks.sweep import RESULTS
+
+    old = pa.schema([field for field in RESULTS if field.name != "code_commit"], metadata={b"unseen.table": b"benchmark_results"})
+    row = {"method": "random", "group": "baseline", "prune_ratio": 0.5, "seed": 0, "test_accuracy": 0.9, "coreset_size": 5,
+           "pool_size": 10, "epochs": 2, "train_seconds": 1.0, "selection_seconds": 0.0, "features_seconds": 1.0,
+           "scoring_seconds": 1.0, "params_hash": "h", "mlflow_run_id": "r"}
+    pq.write_table(pa.Table.from_pylist([row, {**row, "seed": 1}], schema=old), tmp_path / "old.parquet")
+    table, _ = read_results(tmp_path / "old.parquet")
+    assert table.column("code_commit").to_pylist() == [None, None]
+    rows = table.to_pylist() + [{**row, "code_commit": "0123456789abcdef"}]
+    assert code_commits(rows) == "not recorded (2 cells), 0123456789 (1 cell)"
 
 
 def test_kept_difficulty_reads_every_coreset_of_a_seed(sweep_run, monkeypatch):
