@@ -312,3 +312,17 @@ def test_blas_kernels_reselects_on_the_same_tables_under_each_openblas_core_type
     assert avx2["torch_cpu_kernels"] == "AVX2" and 0 <= avx2["samples_swapped"] <= 500
     assert result["command"].endswith("--torch-kernels avx2 " + " ".join(f"--set {s}" for s in settings))
     assert isinstance(avx2["same_features_table"], bool) and isinstance(avx2["same_scores_table"], bool)
+
+
+def test_rerun_diff_counts_identical_cells_and_compares_means_per_ratio():
+    """benchmarks/rerun_diff.py: a method whose cells came out the same shows every cell identical; a moved one, its means."""
+    from benchmarks.rerun_diff import rerun_diff
+
+    def rows(unseen_accuracy):
+        return [{"method": "random", "prune_ratio": 0.5, "seed": s, "test_accuracy": 0.8 + s / 100} for s in (0, 1)] + [
+            {"method": "unseen", "prune_ratio": 0.5, "seed": s, "test_accuracy": a} for s, a in enumerate(unseen_accuracy)]
+
+    after = rows([0.90, 0.92]) + [{"method": "unseen", "prune_ratio": 0.5, "seed": 2, "test_accuracy": 0.5}]  # not in before: left out
+    diff = rerun_diff(rows([0.90, 0.88]), after)
+    assert diff["random"] == {"cells": 2, "identical": 2, "by_prune_ratio": {"0.5": {"before": 80.5, "after": 80.5}}}
+    assert diff["unseen"] == {"cells": 2, "identical": 1, "by_prune_ratio": {"0.5": {"before": 89.0, "after": 91.0}}}
