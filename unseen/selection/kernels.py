@@ -83,8 +83,17 @@ def _fourier_map(in_dim: int, dim: int, bandwidth: float, rng: np.random.Generat
     float64, returned on the exact grid (float32)."""
     weights = rng.normal(scale=1.0 / bandwidth, size=(in_dim, dim))
     phase = rng.uniform(0, 2 * np.pi, size=dim)
-    amplitude, step = np.sqrt(2.0 / dim), grid_step(dim)
-    return lambda block: (np.rint(amplitude * np.cos(np.asarray(block, np.float64) @ weights + phase) / step) * step).astype(np.float32)
+    units_per_amplitude, step = np.sqrt(2.0 / dim) / grid_step(dim), np.float32(grid_step(dim))
+
+    def feature_map(block: np.ndarray) -> np.ndarray:
+        units = np.asarray(block, np.float64) @ weights
+        units += phase
+        np.cos(units, out=units)
+        units *= units_per_amplitude
+        np.rint(units, out=units)
+        return units.astype(np.float32) * step  # whole grid units times a power of two: exact
+
+    return feature_map
 
 
 def kernel_features(features: np.ndarray, dim: int, rng: np.random.Generator, chunk: int = 65536) -> np.ndarray:
