@@ -72,7 +72,8 @@ def prepare_seed(params: Params, tracker: Tracker) -> dict[str, float]:
 
 
 def _previous_wall_seconds(sweep) -> float:
-    """Wall time of earlier invocations of this sweep (an interrupted sweep's resumed runs add up)."""
+    """Wall time of earlier invocations of this sweep (an interrupted sweep's resumed runs add up); it counts only
+    while this invocation reuses some of their cells (a rerun that trains every cell anew times itself alone)."""
     try:
         _, meta = read_results(sweep.results_table)
     except Exception:
@@ -149,7 +150,7 @@ def benchmark(config_file: str) -> dict:
                     trained += 1
                 else:
                     failed.append(cell.name)
-            wall = earlier + time.perf_counter() - started
+            wall = (earlier if len(rows) > trained else 0.0) + time.perf_counter() - started
             write_results(sweep, rows, command=f"unseen bench --config {config_file}", machine=describe(machine()), wall_seconds=f"{wall:.1f}")
     _publish_accuracy(sweep, rows)
     if failed:

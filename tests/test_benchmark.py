@@ -94,10 +94,12 @@ def test_second_call_trains_nothing_and_a_changed_method_retrains_only_its_cells
     from flows.bench import benchmark
 
     tmp, config, first = sweep_run
+    earlier = float(read_results(tmp / "results" / "tiny.parquet")[1]["wall_seconds"])
     again = subprocess.run([UNSEEN, "bench", "--config", str(config)], cwd=tmp, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "14 cells: 0 trained now, 14 from earlier runs" in again.stdout
-    table, _ = read_results(tmp / "results" / "tiny.parquet")
+    table, meta = read_results(tmp / "results" / "tiny.parquet")
+    assert float(meta["wall_seconds"]) > earlier  # its cells were reused: the time that made them still counts
     assert sorted(table.column("test_accuracy").to_pylist()) == sorted(r["test_accuracy"] for r in first["rows"])
     changed = _sweep(tmp, fashion_root)
     changed["methods"]["unseen"]["select"]["diversity_weight"] = 0.0
