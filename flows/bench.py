@@ -35,6 +35,7 @@ from flows.stages import features_stage, scores_stage
 from tasks.bench import SHARED_TABLES, cell_task
 from tasks.common import dataset_for
 from tasks.increment import increment_plan
+from tasks.lineage import git_commit
 from tasks.runners import map_on_workers, set_torch_threads, workers_reach_this_api
 from tasks.scores import model_cache_path, read_record
 from tasks.tracking import Tracker, pipeline_run
@@ -113,6 +114,7 @@ def benchmark(config_file: str) -> dict:
     sweep = load_sweep(config_file)
     logger = get_run_logger()
     earlier = _previous_wall_seconds(sweep)
+    code_commit = git_commit()  # the code this process and its workers loaded, whatever is checked out while they run
     first = seed_params(sweep, sweep.seeds[0])
     set_torch_threads(first.orchestration)
     rows, trained, failed = [], 0, []
@@ -142,6 +144,7 @@ def benchmark(config_file: str) -> dict:
                 [str(cell_result_path(sweep, cell)) for cell, _, _ in todo],
                 [str(outputs) for _, _, outputs in todo],
                 unmapped(tracker),
+                unmapped(code_commit),
             )
             futures.wait()
             for (cell, _, outputs), future in zip(todo, futures):

@@ -16,7 +16,6 @@ from prefect.cache_policies import NO_CACHE
 
 from benchmarks.sweep import FULL, FULL_LONG, Cell, cached_cell_result
 from tasks.common import GPU_TAG, dataset_for
-from tasks.lineage import git_commit
 from tasks.runners import set_torch_threads
 from tasks.select import select_steps
 from tasks.tracking import Tracker
@@ -37,9 +36,10 @@ def _link_shared_tables(seed_outputs: Path, params: Params) -> None:
 
 
 @task(name="bench-cell", cache_policy=NO_CACHE, tags=[GPU_TAG])
-def cell_task(params: Params, cell: Cell, group: str, result_path: str, seed_outputs: str, tracker: Tracker) -> dict:
+def cell_task(params: Params, cell: Cell, group: str, result_path: str, seed_outputs: str, tracker: Tracker, code_commit: str) -> dict:
     """Select one cell's coreset (the select stage's tasks, run in place: a cell holds a worker slot, so it never
-    waits on another task), retrain, evaluate. The full-data cell trains on the whole pool."""
+    waits on another task), retrain, evaluate. The full-data cell trains on the whole pool. `code_commit`: the commit
+    the sweep's code was loaded from, recorded with the cell."""
     set_torch_threads(params.orchestration)
     params_hash = params.run_hash()
     cached = cached_cell_result(result_path, params_hash)
@@ -62,7 +62,7 @@ def cell_task(params: Params, cell: Cell, group: str, result_path: str, seed_out
             "method": cell.method, "group": group, "prune_ratio": cell.prune_ratio, "seed": cell.seed,
             "test_accuracy": test_accuracy, "coreset_size": len(kept), "pool_size": len(dataset.train), "epochs": epochs,
             "train_seconds": train_seconds, "selection_seconds": selection_seconds, "params_hash": params_hash, "mlflow_run_id": run_id,
-            "code_commit": git_commit(),
+            "code_commit": code_commit,
         }
         tracker.log_params(run_id, {"params_hash": params_hash, "epochs": epochs, "coreset_size": len(kept), **params.select.model_dump()})
         tracker.log_metrics(run_id, {k: row[k] for k in ("test_accuracy", "train_seconds", "selection_seconds", "coreset_size")})
