@@ -112,7 +112,6 @@ def benchmark(config_file: str) -> dict:
     """Run (or resume) the sweep in `config_file`; returns the rows, how many cells trained now and how many were cached."""
     started = time.perf_counter()
     sweep = load_sweep(config_file)
-    logger = get_run_logger()
     earlier = _previous_wall_seconds(sweep)
     code_commit = git_commit()  # the code this process and its workers loaded, whatever is checked out while they run
     first = seed_params(sweep, sweep.seeds[0])
@@ -135,7 +134,7 @@ def benchmark(config_file: str) -> dict:
                     rows.append({**done, **costs[prep.outputs]})
                 else:
                     todo.append((cell, cp, prep.outputs))
-            logger.info(f"[bench] seed {seed}: {len(todo)} cells to train, {sum(r['seed'] == seed for r in rows)} already done")
+            get_run_logger().info(f"[bench] seed {seed}: {len(todo)} cells to train, {sum(r['seed'] == seed for r in rows)} already done")
             futures = map_on_workers(
                 cell_task.with_options(retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds),
                 [cp for _, cp, _ in todo],
