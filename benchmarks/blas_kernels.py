@@ -31,8 +31,7 @@ from unseen.tables import CORESET, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 UNSEEN = str(Path(sys.executable).with_name("unseen"))
-KERNELS = "from unseen.training import compute_kernels; print(compute_kernels()['blas_kernels'].removeprefix('OpenBLAS '))"
-TORCH_KERNELS = "from unseen.training import compute_kernels; print(compute_kernels()['cpu_kernels'])"
+KERNELS = "from unseen.training import compute_kernels; print(compute_kernels()['{}'].removeprefix('OpenBLAS '))"
 
 
 TORCH_KERNEL_VARIABLES = {"ATEN_CPU_CAPABILITY": str.lower, "ONEDNN_MAX_CPU_ISA": str.upper, "MKL_ENABLE_INSTRUCTIONS": str.upper}
@@ -69,8 +68,7 @@ def _same_table(a: Path, b: Path) -> bool:
 def torch_run(torch_kernels: str, reference_tables: Path, reference: np.ndarray, work: Path, overrides: list[str]) -> dict:
     """Features and scores anew with torch held to `torch_kernels`, then the selection: what came out the same."""
     tables = _tables(work / f"tables-{torch_kernels}", overrides, torch_kernels)
-    kernels = subprocess.run([sys.executable, "-c", TORCH_KERNELS], cwd=REPO, env=_environment("", torch_kernels), check=True,
-                             capture_output=True, text=True).stdout.strip()
+    kernels = _kernels("cpu_kernels", _environment("", torch_kernels))
     _, selected = selected_under("", tables, work / f"select-{torch_kernels}", overrides)
     return {
         "torch_cpu_kernels": kernels,
@@ -80,6 +78,12 @@ def torch_run(torch_kernels: str, reference_tables: Path, reference: np.ndarray,
     }
 
 
+def _kernels(kind: str, env: dict[str, str]) -> str:
+    """The kernels (`compute_kernels`' `kind`: cpu_kernels or blas_kernels) a fresh process gets under `env`."""
+    done = subprocess.run([sys.executable, "-c", KERNELS.format(kind)], cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def selected_under(core_type: str, tables: Path, work: Path, overrides: list[str]) -> tuple[str, np.ndarray]:
     """(the OpenBLAS kernels a process gets under `core_type`, the select stage's `selected` column on `tables`)."""
     outputs = work / (core_type or "cpu-default")
@@ -87,9 +91,9 @@ def selected_under(core_type: str, tables: Path, work: Path, overrides: list[str
     for name in ("features.parquet", "scores.parquet", "skipped_images.parquet"):
         shutil.copyfile(tables / name, outputs / name)
     _stage("select", outputs, overrides, core_type)
-    kernels = subprocess.run([sys.executable, "-c", KERNELS], cwd=REPO, env=_environment(core_type), check=True, capture_output=True, text=True)
+    kernels = _kernels("blas_kernels", _environment(core_type))
     selected = read_table(CORESET, outputs / "coreset.parquet").column("selected").to_numpy(zero_copy_only=False)
-    return kernels.stdout.strip(), selected
+    return kernels, selected
 
 
 def main() -> None:

@@ -73,8 +73,8 @@ def prepare_seed(params: Params, tracker: Tracker) -> dict[str, float]:
 
 
 def _previous_wall_seconds(sweep) -> float:
-    """Wall time of earlier invocations of this sweep (an interrupted sweep's resumed runs add up); it counts only
-    while this invocation reuses some of their cells (a rerun that trains every cell anew times itself alone)."""
+    """Wall time of earlier invocations of this sweep, for an interrupted sweep's resumed runs to add up (the flow adds
+    it only while it reuses some of their cells)."""
     try:
         _, meta = read_results(sweep.results_table)
     except Exception:

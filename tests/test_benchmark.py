@@ -72,7 +72,7 @@ def test_table_has_one_row_per_cell_with_the_budget_rule(sweep_run):
         assert row["coreset_size"] == round((1 - row["prune_ratio"]) * 1000) and row["pool_size"] == 1000
         assert row["epochs"] == {0.0: 1, 0.5: 2, 0.9: 8}[row["prune_ratio"]]  # 8 steps of 128 over the pool, as many over each coreset
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    assert {row["code_commit"] for row in rows} == {head}  # the code that ran the cells, whatever the working directory
+    assert {row["code_commit"] for row in rows} == {head}  # the commit the sweep's code was loaded from
     assert {"command", "machine", "wall_seconds", "sweep_hash"} <= set(meta)
     assert (tmp / "results" / "tiny_scores_distributions.png").stat().st_size > 0
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")

@@ -83,7 +83,8 @@ def _fourier_map(in_dim: int, dim: int, bandwidth: float, rng: np.random.Generat
     float64, returned on the exact grid (float32)."""
     weights = rng.normal(scale=1.0 / bandwidth, size=(in_dim, dim))
     phase = rng.uniform(0, 2 * np.pi, size=dim)
-    units_per_amplitude, step = np.sqrt(2.0 / dim) / grid_step(dim), np.float32(grid_step(dim))
+    step = grid_step(dim)
+    units_per_amplitude = np.sqrt(2.0 / dim) / step
 
     def feature_map(block: np.ndarray) -> np.ndarray:
         units = np.asarray(block, np.float64) @ weights
@@ -91,7 +92,7 @@ def _fourier_map(in_dim: int, dim: int, bandwidth: float, rng: np.random.Generat
         np.cos(units, out=units)
         units *= units_per_amplitude
         np.rint(units, out=units)
-        return units.astype(np.float32) * step  # whole grid units times a power of two: exact
+        return units.astype(np.float32) * np.float32(step)  # whole grid units times a power of two: exact
 
     return feature_map
 
