@@ -72,6 +72,7 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
     return [
         f"coreset: {metrics['coreset_size']} of {metrics['train_size']} train samples (prune ratio {params.select.prune_ratio})",
         *flagged,
+        *label_noise_lines(params, metrics),
         *oversampled,
         *hardest,
         f"test accuracy, coreset model: {metrics['test_accuracy_coreset']:.4f}",
@@ -79,6 +80,23 @@ def result_lines(params: Params, metrics: dict[str, float]) -> list[str]:
         f"margin over random: {100 * (metrics['test_accuracy_coreset'] - metrics['test_accuracy_random']):+.2f} points; "
         f"{seed_noise_line(params.select.prune_ratio)}",
         f"registered model: {params.tracking.registered_model} version {int(metrics['model_version'])} (alias @current)",
+    ]
+
+
+def label_noise_lines(params: Params, metrics: dict[str, float]) -> list[str]:
+    """Where the fold models' label issues and the proxy's first epoch disagree on whether the labels are noisy: both
+    verdicts, which one the run followed, and the setting that decides instead (docs/method.md, label issues)."""
+    decided = params.select.label_issues != "auto"  # the user's setting, not a verdict, handles them
+    if decided or "labels_noisy_by_proxy" not in metrics or metrics["labels_noisy_by_proxy"] == metrics["labels_noisy_by_fold_models"]:
+        return []
+    verdict = {0: "clean", 1: "noisy"}
+    return [
+        f"the held-out estimates disagree on whether the labels are noisy: the fold models flag "
+        f"{metrics['label_issues_flagged_fraction']:.1%} of the train split ({verdict[int(metrics['labels_noisy_by_fold_models'])]} from "
+        f"select.label_issue_rate {params.select.label_issue_rate:.0%}), the proxy's first epoch {metrics['proxy_noisy_label_share']:.1%} "
+        f"({verdict[int(metrics['labels_noisy_by_proxy'])]} from features.proxy_noisy_share {params.features.proxy_noisy_share:.0%}); "
+        "the run followed the fold models. Neither is sure on a small pool or under light noise: if you know your labels, "
+        "set select.label_issues to cut (noisy) or stratum (curated)"
     ]
 
 

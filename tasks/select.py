@@ -16,8 +16,8 @@ from tasks.increment import keep_copy, last_coreset, selection_plan
 from tasks.scores import read_record, scoring_model_task_for
 from tasks.tracking import Tracker
 from unseen.checks import cut_flags_input, scores_input
-from unseen.features import read_features
-from unseen.config import Params
+from unseen.features import read_features, recorded_noisy_label_share
+from unseen.config import LABEL_ISSUE_CUTS, Params
 from unseen.data import ImageDataset
 from unseen.increment import SelectionPlan
 from unseen.io import write_csv, write_json
@@ -62,7 +62,8 @@ def select_task(
         if step < params.select.selection_steps:
             return time.perf_counter() - started, {}, joined
     random_selected = random_baseline(labels, coreset, dataset.num_classes, params.seed)
-    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=flagged, select=params.select, misclassified=misclassified)
+    report = selection_report(coreset, random_selected, features, test_embedding, labels, seed=params.seed, flagged=flagged, select=params.select,
+                              misclassified=misclassified, proxy_check=proxy_check(params))
     compute = time.perf_counter() - started
     report["selected_incrementally"] = int(keeps)
     columns = coreset.table_columns(
@@ -71,6 +72,13 @@ def select_task(
     flat = write_coreset(params, dataset, tracker, columns, report)
     tracker.log_metrics(tracker.run_id, {**flat, "select_compute_seconds": compute})
     return compute, flat, np.where(coreset.selected, 1, -1) if joined is None else joined
+
+
+def proxy_check(params: Params) -> tuple[float, float] | None:
+    """The proxy's noisy-label share from features.parquet and the share from which it counts as noisy, where the run
+    cuts label issues (`select.hard_cutoff` auto or oversampled) and the proxy's check ran."""
+    share = recorded_noisy_label_share(params.output("features.parquet")) if params.select.cutoff in LABEL_ISSUE_CUTS else None
+    return None if share is None else (share, params.features.proxy_noisy_share)
 
 
 def write_coreset(params: Params, dataset: ImageDataset, tracker: Tracker, columns: dict[str, np.ndarray], report: dict) -> dict[str, float]:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow sends usage reports unless told not to: runs stay offline
 import mlflow  # noqa: E402
-import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -28,6 +27,7 @@ from prefect.exceptions import TerminationSignal
 
 from tasks.lineage import file_md5, git_commit
 from unseen.config import Params
+from unseen.tables import file_meta
 from unseen.training import compute_kernels, request_stop
 
 PROBE_TIMEOUT_SECONDS = 5
@@ -114,13 +114,13 @@ class Tracker:
 
         inputs = []
         for path, context in tables.items():
-            meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+            meta = file_meta(path)
             with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that both match
                 warnings.simplefilter("ignore", UserWarning)
                 source = resolve_dataset_source(Path(path).absolute().as_uri())
             dataset = MetaDataset(source, name=Path(path).stem, digest=file_md5(path))
             tags = [InputTag("mlflow.data.context", context)]
-            tags += [InputTag(key, meta[key]) for key in ("unseen.params_hash", "unseen.data_fingerprint") if key in meta]
+            tags += [InputTag(f"unseen.{key}", meta[key]) for key in ("params_hash", "data_fingerprint") if key in meta]
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
         self.client.log_inputs(run_id, datasets=inputs)
 

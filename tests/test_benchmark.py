@@ -293,6 +293,16 @@ def test_noisy_share_writes_the_proxy_checks_share_per_seed_and_refuses_a_sweep_
     assert set(result["noisy_label_share"]) == {"0", "1"} and all(0 <= share <= 1 for share in result["noisy_label_share"].values())
     assert result["train_samples"] == 1000 and result["label_noise"] == 0.2 and result["noisy_at_or_above"] == 0.1
     assert result["command"].endswith("--seeds 0 1")
+    verdicts = tmp_path / "verdicts.json"  # both verdicts, the proxy's the same as above, at lighter noise than the sweep's too
+    for noise in ("0.2", "0.05"):
+        monkeypatch.setattr(sys, "argv", ["noisy_share.py", "--config", str(config), "--seeds", "0", "--fold-models",
+                                          "--set", f"data.label_noise={noise}", "--out", str(verdicts)])
+        main()
+        check = json.loads(verdicts.read_text())["by_seed"]["0"]
+        assert check["labels_noisy_by_proxy"] == int(check["noisy_label_share"] >= 0.1)
+        assert check["labels_noisy_by_fold_models"] == int(check["label_issues_flagged_fraction"] >= 0.05)
+        assert noise != "0.2" or check["noisy_label_share"] == result["noisy_label_share"]["0"]
+    assert json.loads(verdicts.read_text())["label_noise"] == 0.05
 
 
 def test_blas_kernels_reselects_on_the_same_tables_under_each_openblas_core_type(tmp_path, fashion_root):

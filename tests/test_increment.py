@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 import tasks.scores
 from tests.conftest import tiny_params, write_params
 from unseen.config import IncrementParams
+from unseen.features import recorded_noisy_label_share
 from unseen.increment import ScoringState, plan_increment, plan_selection
 from unseen.scores import ModelRecord, ScoringModel, combine_records, load_record
 from unseen.tables import CORESET, CORESET_DIFF, SCORES, read_table
@@ -96,7 +97,7 @@ def test_a_sample_held_out_by_both_fold_models_gets_their_mean_and_names_both():
 
 
 def _grow_params(folder, fashion_root, first: int):
-    return tiny_params(folder, fashion_root, data={"train_subset": None, "train_first": first})
+    return tiny_params(folder, fashion_root, data={"train_subset": None, "train_first": first}, features={"proxy_noisy_epochs": 2})
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,13 @@ def test_new_samples_are_scored_only_by_fold_models_that_never_saw_them(grown):
     assert scores_stage.metrics == {"scored_incrementally": 1.0, "new_samples_scored": 400.0}
     assert "incremental: 400 new samples" in scores_stage.notes[0]
     assert {r.name: r for r in first["stages"]}["scores"].metrics["scored_incrementally"] == 0.0
+
+
+def test_the_grown_run_keeps_its_extractors_noisy_label_check(grown):
+    """The earlier extractor embeds the new samples, so its first-epoch check stays the proxy's verdict on the labels."""
+    folder, before, _, _ = grown
+    share = recorded_noisy_label_share(before / "features.parquet")
+    assert share is not None and recorded_noisy_label_share(folder / "outputs" / "features.parquet") == share
 
 
 def test_old_samples_keep_their_scores(grown):

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from tests.conftest import tiny_params, write_params
+from unseen.features import recorded_noisy_label_share
 from unseen.tables import CORESET, FEATURES, SCORES, read_table
 
 
 def _pipeline_params(tmp, fashion_root) -> dict:
     params = tiny_params(tmp, fashion_root)
     params["scores"].update(scorer="cnn", seen=True)  # the paper's CNN fold models end to end, and the classic seen scores
+    params["features"].update(proxy_noisy_epochs=2)  # the proxy's noisy-label check runs, as params.yaml's does
     return params
 
 
@@ -31,6 +33,7 @@ def test_tables_have_their_schemas_and_row_counts(pipeline_run):
     outputs = tmp / "outputs"
     features = read_table(FEATURES, outputs / "features.parquet")
     assert len(features) == 2500 and (np.asarray(features.column("split")) == "train").sum() == 2000
+    assert 0.0 <= recorded_noisy_label_share(outputs / "features.parquet") <= 1.0
     scores = read_table(SCORES, outputs / "scores.parquet")
     assert len(scores) == 2000 and {f[0] for f in scores.column("folds").to_pylist()} == {0, 1}
     for name in ("el2n", "grand", "loss", "entropy", "margin", "forgetting", "aum"):
@@ -143,6 +146,9 @@ def test_select_stage_runs_baselines_and_multi_step_with_tracked_steps(pipeline_
     assert {"mmd_to_train_coreset", "mmd_to_test_random", "coreset_per_class", "region_keep_ratio_histogram"} <= set(report)
     assert report["label_issues_flagged"] > 0  # label_issues auto: a stratum under label_issue_rate of the samples, else cut
     assert report["label_issues_handled_as"] == ("stratum" if report["label_issues_flagged_fraction"] < 0.05 else "cut")
+    share = recorded_noisy_label_share(tmp / "outputs" / "features.parquet")  # both verdicts on the labels, side by side
+    assert report["proxy_noisy_label_share"] == round(share, 4) and report["labels_noisy_by_proxy"] == int(share >= 0.1)
+    assert report["labels_noisy_by_fold_models"] == int(report["label_issues_flagged_fraction"] >= 0.05)
     handled = {}
     for handling in ("cut", "stratum"):
         stage(name="select", params_file=str(params_file), overrides=[f"select.label_issues={handling}", "select.steps=1"])
@@ -165,6 +171,13 @@ def test_the_summary_says_what_a_hard_cutoff_schedule_cuts():
     assert "samples the held-out models misclassify: 110 (11.0% of the train split), cut: 0 of them kept" in lines[0.9]
     assert "label issues the held-out models find: 110" in lines[0.5] and "misclassify" not in lines[0.5]
     assert "label_issues_by: cleanlab" in lines[0.5]  # the typed default; params.yaml's is probability
+    verdicts = {"proxy_noisy_label_share": 0.061, "labels_noisy_by_fold_models": 1, "labels_noisy_by_proxy": 0}
+    auto, by_hand = (Params.model_validate({"select": {"label_issues": value}}) for value in ("auto", "cut"))
+    line = "\n".join(result_lines(auto, metrics | flagged | verdicts))
+    assert "the fold models flag 11.0% of the train split (noisy from select.label_issue_rate 5%), the proxy's first epoch 6.1% (clean" in line
+    assert "set select.label_issues to cut (noisy) or stratum (curated)" in line
+    assert "disagree" not in "\n".join(result_lines(auto, metrics | flagged | verdicts | {"labels_noisy_by_proxy": 1}))
+    assert "disagree" not in "\n".join(result_lines(by_hand, metrics | flagged | verdicts))  # the user decided
     oversampled = {"misclassified": 110, "misclassified_kept": 5}
     line = "\n".join(result_lines(Params.model_validate({"select": {"prune_ratio": 0.9, "hard_cutoff": "oversampled"}}), metrics | oversampled))
     assert "samples the held-out models misclassify: 110 (11.0% of the train split), 5 kept (5.0% of the coreset;" in line

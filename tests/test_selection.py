@@ -391,8 +391,9 @@ def test_oversampled_cuts_the_misclassified_only_where_the_coverage_over_samples
     for coreset, handled in ((cut_if_oversampled(scores, features, labels, 40, objective=objective, flagged=issues, misclassified=hard_tail), "cut"),
                              (cut_if_oversampled(scores, features, labels, 40, objective=auto, flagged=issues), "stratum")):
         report = selection_report(coreset, random_baseline(labels, coreset, 2, 0), features, features[:20], labels, flagged=issues, select=params,
-                                  misclassified=hard_tail)
+                                  misclassified=hard_tail, proxy_check=(0.2, 0.1))
         assert report["label_issues_handled_as"] == handled and report["misclassified_kept"] == int(coreset.selected[hard_tail].sum())
+        assert (report["labels_noisy_by_fold_models"], report["labels_noisy_by_proxy"]) == (0, 1)  # 0.5% flagged; a proxy share of 0.2
 
 
 def test_oversampled_compares_with_the_samples_the_label_issue_cut_left():

@@ -16,7 +16,7 @@ from unseen.config import FeaturesParams, InputError, Params, TrainRecipe
 from unseen.data import ImageDataset, Split, stratified_subset
 from unseen.images import batches_in_order
 from unseen.models import load_model, save_model
-from unseen.tables import FEATURES, finite_or_raise, list_column, positions_of, read_table, same_ids_or_raise
+from unseen.tables import FEATURES, file_meta, finite_or_raise, list_column, positions_of, read_table, same_ids_or_raise
 from unseen.training import EpochCallback, pick_device, predict_embeddings, train_model
 
 
@@ -72,6 +72,17 @@ def noisy_label_share(first_epoch_label_probability: np.ndarray, params: Feature
     model learns it) from a model past its first steps. Flipped labels raise it; curated labels keep it low."""
     second_half = first_epoch_label_probability[len(first_epoch_label_probability) // 2 :]
     return float(np.mean(second_half < params.proxy_noisy_probability)) if len(second_half) else 0.0
+
+
+NOISY_SHARE_META = "proxy_noisy_label_share"
+"""features.parquet's metadata key for the proxy's `noisy_label_share`, where the proxy's check ran."""
+
+
+def recorded_noisy_label_share(path: str | Path) -> float | None:
+    """The proxy's first-epoch noisy-label share recorded with the features table at `path`; None where the proxy's
+    check did not run (another extractor, or `proxy_noisy_epochs` off); an incremental run keeps its extractor's."""
+    value = file_meta(path).get(NOISY_SHARE_META)
+    return None if value is None else float(value)
 
 
 def proxy_features(

@@ -204,13 +204,22 @@ def stamped_with(path: str | Path, *, params_hash: str, data_fingerprint: str) -
     """Whether the table at `path` exists and was made from these params and this data (its schema read, not its rows)."""
     if not Path(path).is_file():
         return False
-    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
-    return meta.get("unseen.params_hash") == params_hash and meta.get("unseen.data_fingerprint") == data_fingerprint
+    meta = file_meta(path)
+    return meta.get("params_hash") == params_hash and meta.get("data_fingerprint") == data_fingerprint
 
 
 def table_meta(table: pa.Table) -> dict[str, str]:
     """The table's `unseen.` metadata, without the prefix."""
-    return {k.decode().removeprefix("unseen."): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    return _unprefixed(table.schema.metadata)
+
+
+def file_meta(path: str | Path) -> dict[str, str]:
+    """The `unseen.` metadata of the table file at `path`, without the prefix (its schema read, not its rows)."""
+    return _unprefixed(pq.read_schema(path).metadata)
+
+
+def _unprefixed(metadata: dict[bytes, bytes] | None) -> dict[str, str]:
+    return {k.decode().removeprefix("unseen."): v.decode() for k, v in (metadata or {}).items()}
 
 
 def list_column(table: pa.Table, name: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from unseen.selection.coreset import Coreset
 from unseen.selection.kernels import mmd, standardize
 from unseen.selection.multistep import StepScorer, select_multistep, select_step, step_budgets, step_difficulty
 from unseen.selection.objective import UnseenObjective, cut_flags, cut_if_oversampled, label_issue_handling, select_coreset
-from unseen.selection.report import class_budget_rows, coreset_diff, selection_report
+from unseen.selection.report import class_budget_rows, coreset_diff, label_noise_verdicts, selection_report
 
 METHODS = ("unseen", *BASELINES)
 """Every `select.method`."""
@@ -35,6 +35,7 @@ __all__ = [
     "random_baseline",
     "cut_flags",
     "label_issue_handling",
+    "label_noise_verdicts",
     "select",
     "select_coreset",
     "cut_if_oversampled",

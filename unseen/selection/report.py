@@ -28,10 +28,12 @@ def mmd_to_train_and_test(
 def selection_report(
     coreset: Coreset, random_selected: np.ndarray, features: np.ndarray, test_features: np.ndarray, labels: np.ndarray, *, seed: int = 0,
     flagged: np.ndarray | None = None, select: SelectParams | None = None, misclassified: np.ndarray | None = None,
+    proxy_check: tuple[float, float] | None = None,
 ) -> dict:
     """Alignment diagnostics of a coreset next to the same-size random subset: MMD to the train and test
     features, per-class counts, the histogram of region keep ratios (how unevenly regions were pruned), and the
-    `flagged` label issues: how many, what the `select` settings did with them (cut or stratum) and how many were kept."""
+    `flagged` label issues: how many, what the `select` settings did with them (cut or stratum) and how many were kept;
+    with `proxy_check` (the proxy's noisy-label share, the share from which it counts as noisy), both verdicts on the labels."""
     report: dict = {
         "coreset_size": int(coreset.selected.sum()),
         **mmd_to_train_and_test(features, test_features, {"coreset": coreset.selected, "random": random_selected}, seed=seed),
@@ -46,6 +48,8 @@ def selection_report(
         report.update(label_issues_flagged=int(flagged.sum()), label_issues_flagged_fraction=round(float(flagged.mean()), 4),
                       label_issues_handled_as=label_issues, label_issues_as_stratum=int(label_issues == "stratum"),
                       label_issues_kept=int((flagged & coreset.selected).sum()))
+        if proxy_check is not None and select is not None:
+            report.update(label_noise_verdicts(flagged, select.label_issue_rate, *proxy_check))
     if misclassified is not None:  # hard_cutoff oversampled: cut where the coverage would over-sample them
         report.update(misclassified=int(misclassified.sum()), misclassified_cut=int((misclassified & coreset.cut_as_hardest).sum()),
                       misclassified_kept=int((misclassified & coreset.selected).sum()))
@@ -60,6 +64,18 @@ def selection_report(
         report["region_keep_ratio_min"] = float(ratio.min())
         report["region_keep_ratio_max"] = float(ratio.max())
     return report
+
+
+def label_noise_verdicts(flagged: np.ndarray, label_issue_rate: float, proxy_share: float, proxy_noisy_share: float) -> dict[str, float]:
+    """Whether the labels look noisy to each held-out estimate: the fold models' label issues (at `label_issue_rate`
+    of the samples, what `label_issues: auto` and `label_issues_by: probability` act on) and the proxy's first-epoch
+    check (`features.proxy_noisy_share`). Where they disagree, neither is sure (a small pool, or light noise), and the
+    run summary says to set `select.label_issues` by hand."""
+    return {
+        "proxy_noisy_label_share": round(proxy_share, 4),
+        "labels_noisy_by_fold_models": int(len(flagged) > 0 and float(np.mean(flagged)) >= label_issue_rate),
+        "labels_noisy_by_proxy": int(proxy_share >= proxy_noisy_share),
+    }
 
 
 def class_budget_rows(report: dict, class_names: list[str], labels: np.ndarray) -> list[dict]:
