@@ -33,8 +33,10 @@ def features_task(params: Params, tracker: Tracker) -> float:
     dataset = dataset_for(params)
     plan, kept = increment_plan(params, dataset), features_folder(params, dataset)
     with tracker.child_run("features", stage="features", scoring=plan.mode) as run_id:
-        embed = _extend if plan.incremental else _extract
-        train, test, noisy_share = embed(params, dataset, tracker, run_id, plan, kept)
+        if plan.incremental:
+            train, test, noisy_share = _extend(params, dataset, tracker, run_id, plan, kept)
+        else:
+            train, test, noisy_share = _extract(params, dataset, tracker, run_id, kept)
         compute = time.perf_counter() - started
         path = write_table(
             FEATURES, features_columns(dataset, train, test), params.output("features.parquet"),
@@ -64,7 +66,7 @@ def _extend(params: Params, dataset: ImageDataset, tracker: Tracker, run_id: str
     return train, test, recorded_noisy_label_share(base / "features.parquet") if (base / "features.parquet").is_file() else None
 
 
-def _extract(params: Params, dataset: ImageDataset, tracker: Tracker, run_id: str, plan: IncrementPlan, kept: Path) -> Embedded:
+def _extract(params: Params, dataset: ImageDataset, tracker: Tracker, run_id: str, kept: Path) -> Embedded:
     """The extractor trained (the proxy) or loaded, kept for later increments, and every sample embedded."""
     logged = epoch_logger(tracker, run_id, "[features] proxy", proxy_epochs_at_most(params.features, len(dataset.train)))
     shares: list[float] = []
